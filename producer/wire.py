@@ -1,0 +1,144 @@
+"""The Kafka message schema shared by the producer service and the desktop app.
+
+Every topic name, key and JSON value layout that crosses Kafka is defined here and
+nowhere else, so the producer (writer) and the desktop (reader) cannot drift apart.
+This is the one producer module the desktop imports; it has no third-party
+dependencies. `docs/messages.md` documents the same schema for people.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Mapping
+
+SCHEMA_VERSION = 1
+
+# Topic base names. Every deployed name is `prefix + base` (see `topic_name`).
+OBSERVATIONS = "mtconnect.observations"
+DEVICES = "mtconnect.devices"
+CHECKPOINTS = "mtconnect.checkpoints"
+GAPS = "mtconnect.gaps"
+AGENT_STATUS = "mtconnect.agent-status"
+ALARM_ACKS = "monitor.alarm-acks"
+
+# Topics keyed by identity whose latest value is all that matters: compacted.
+COMPACTED_TOPICS = (DEVICES, CHECKPOINTS, AGENT_STATUS, ALARM_ACKS)
+ALL_TOPICS = (OBSERVATIONS, DEVICES, CHECKPOINTS, GAPS, AGENT_STATUS, ALARM_ACKS)
+
+CATEGORIES = ("SAMPLE", "EVENT", "CONDITION")
+UNAVAILABLE = "UNAVAILABLE"
+# Condition levels as upper-case words (the XML element names Normal/Warning/Fault/Unavailable).
+CONDITION_LEVELS = ("NORMAL", "WARNING", "FAULT", "UNAVAILABLE")
+
+# Fields every observation value carries (conditions add CONDITION_FIELDS).
+OBSERVATION_FIELDS = (
+    "agent",
+    "instance_id",
+    "sequence",
+    "timestamp",
+    "device_uuid",
+    "device_name",
+    "component",
+    "component_id",
+    "data_item_id",
+    "name",
+    "category",
+    "type",
+    "sub_type",
+    "units",
+    "value",
+)
+CONDITION_FIELDS = ("level", "native_code", "native_severity", "qualifier", "condition_id")
+
+
+def topic_name(base: str, prefix: str = "") -> str:
+    """The deployed name of a topic: the configurable prefix followed by the base name."""
+    return f"{prefix}{base}"
+
+
+def sample_value(text: str | None) -> Any:
+    """The JSON value of a SAMPLE's text.
+
+    A single number becomes a float; several whitespace-separated numbers (three-space
+    positions such as PATH_POSITION, or a TimeSeries list) become a list of floats;
+    `UNAVAILABLE` stays the distinct string `"UNAVAILABLE"`; anything else stays text,
+    so nothing the agent said is lost.
+    """
+    if text is None:
+        return None
+    stripped = text.strip()
+    if stripped == UNAVAILABLE:
+        return UNAVAILABLE
+    parts = stripped.split()
+    try:
+        numbers = [float(part) for part in parts]
+    except ValueError:
+        return stripped
+    if not numbers or not all(math.isfinite(n) for n in numbers):
+        return stripped
+    return numbers[0] if len(numbers) == 1 else numbers
+
+
+def numeric_value(observation: Mapping[str, Any]) -> float | None:
+    """The plottable number of an observation, or None (UNAVAILABLE, text, vectors)."""
+    value = observation.get("value")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+def encode(value: Mapping[str, Any]) -> bytes:
+    """Compact UTF-8 JSON, as written to every topic."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def decode(payload: bytes | str | None) -> Any:
+    """Inverse of `encode`; a tombstone (None) decodes to None."""
+    if payload is None:
+        return None
+    return json.loads(payload)
+
+
+def observation_key(observation: Mapping[str, Any]) -> bytes:
+    """Observations are keyed by device uuid so each machine's order is kept in one partition."""
+    return str(observation["device_uuid"]).encode("utf-8")
+
+
+def device_key(device: Mapping[str, Any]) -> bytes:
+    return str(device["device_uuid"]).encode("utf-8")
+
+
+def agent_key(agent_url: str) -> bytes:
+    """Checkpoints and agent status are keyed by the agent's base URL."""
+    return agent_url.encode("utf-8")
+
+
+def checkpoint_value(agent: str, instance_id: int, next_sequence: int) -> dict[str, Any]:
+    return {"agent": agent, "instance_id": int(instance_id), "next_sequence": int(next_sequence)}
+
+
+def gap_value(
+    agent: str, instance_id: int, first_missing: int | None, last_missing: int | None, reason: str
+) -> dict[str, Any]:
+    return {
+        "agent": agent,
+        "instance_id": int(instance_id),
+        "first_missing": first_missing,
+        "last_missing": last_missing,
+        "reason": reason,
+    }
+
+
+def agent_status_value(
+    agent: str, state: str, since: str, last_error: str | None = None, instance_id: int | None = None
+) -> dict[str, Any]:
+    """`state` is `connected` or `unreachable`; `since` is an ISO-8601 UTC time."""
+    return {
+        "agent": agent,
+        "state": state,
+        "since": since,
+        "last_error": last_error,
+        "instance_id": instance_id,
+    }
