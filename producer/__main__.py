@@ -1,0 +1,70 @@
+"""Command line of the producer package: `run`, `broker`, `replay`, `probe`.
+
+Each subcommand is a thin shell over its module; argument parsing lives here so the
+desktop app (and a frozen build) can call `main(argv)` directly.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m producer", description="Machine Monitor producer service and tools")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="follow MTConnect agents and publish every observation to Kafka")
+    from producer.config import add_run_arguments
+
+    add_run_arguments(run)
+
+    broker = sub.add_parser("broker", help="the local Kafka broker")
+    broker.add_argument("action", choices=["start", "stop", "status", "fetch"])
+    broker.add_argument("--data-dir", type=Path, help="broker data dir (default: per-user data folder)")
+    broker.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
+
+    replay = sub.add_parser("replay", help="MTConnect agent replaying the recorded NIST data")
+    from producer.replay import add_replay_arguments
+
+    add_replay_arguments(replay)
+
+    probe = sub.add_parser("probe", help="print an agent's devices and data items")
+    probe.add_argument("url", help="agent base URL, e.g. https://smstestbed.nist.gov/vds")
+    probe.add_argument("--ca-bundle", help="CA bundle for HTTPS agents")
+    probe.add_argument("--timeout", type=float, default=10.0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "broker":
+        from producer.broker import main_cli
+
+        return main_cli(args.action, args.data_dir, args.timeout)
+    if args.command == "replay":
+        from producer.replay import run_replay_cli
+
+        return run_replay_cli(args)
+    if args.command == "probe":
+        from producer.probe import probe_cli
+
+        return probe_cli(args)
+    if args.command == "run":
+        from producer.service import run_cli
+
+        return run_cli(args)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

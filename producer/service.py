@@ -1,0 +1,485 @@
+"""The producer service: follows MTConnect agents and moves every observation into Kafka.
+
+One `AgentFollower` thread per agent owns an HTTP client, a sequence cursor and its own
+transactional Kafka producer. Each streamed part (or polled page) is published in one
+Kafka transaction together with the agent's checkpoint `{agent, instance_id,
+next_sequence}`, so the checkpoint never runs ahead of or behind the observations it
+covers; on start the follower resumes from the last committed checkpoint. The cursor
+only advances after a commit succeeded: a delivery error aborts the transaction and the
+same observations are sent again, never silently dropped. `ProducerService.run()/stop()`
+runs the followers until SIGTERM.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from producer import wire
+from producer.config import ConfigError, ServiceConfig, build_config
+from producer.mtconnect.client import AgentClient, AgentUnreachable
+from producer.mtconnect.documents import AgentError, DocumentError, StreamsDocument
+
+log = logging.getLogger("producer.service")
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Backoff:
+    """Exponential backoff with full jitter; never gives up, resets after a success."""
+
+    def __init__(self, initial: float = 0.5, maximum: float = 30.0):
+        self.initial = initial
+        self.maximum = maximum
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.initial * (2 ** self.attempt))
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class Checkpoint:
+    instance_id: int
+    next_sequence: int
+
+
+def ensure_topics(admin_config: dict[str, str], prefix: str, observation_partitions: int = 6,
+                  timeout: float = 30.0) -> None:
+    """Create the product's topics if missing: compaction where a topic is keyed by identity."""
+    admin = AdminClient(admin_config)
+    metadata = admin.list_topics(timeout=timeout)
+    replication = min(3, max(1, len(metadata.brokers)))
+    wanted = []
+    for base in wire.ALL_TOPICS:
+        name = wire.topic_name(base, prefix)
+        if name in metadata.topics:
+            continue
+        config = {"cleanup.policy": "compact"} if base in wire.COMPACTED_TOPICS else {}
+        if replication > 1:
+            config["min.insync.replicas"] = "2"
+        partitions = observation_partitions if base == wire.OBSERVATIONS else (1 if base == wire.GAPS else 3)
+        wanted.append(NewTopic(name, num_partitions=partitions, replication_factor=replication, config=config))
+    if not wanted:
+        return
+    for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+        log.info("event=topic_ready topic=%s", name)
+
+
+def read_checkpoints(consumer_config: dict[str, str], prefix: str, timeout: float = 30.0) -> dict[str, Checkpoint]:
+    """The last committed checkpoint of every agent (read_committed, to the end of the topic)."""
+    topic = wire.topic_name(wire.CHECKPOINTS, prefix)
+    config = dict(consumer_config)
+    config.update({
+        "group.id": f"machine-monitor-checkpoint-reader-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        # EOF is reported at the last stable offset, past any transaction markers.
+        "enable.partition.eof": True,
+    })
+    consumer = Consumer(config)
+    checkpoints: dict[str, Checkpoint] = {}
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout)
+        if topic not in metadata.topics or metadata.topics[topic].error is not None:
+            return checkpoints
+        partitions = list(metadata.topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        pending = set(partitions)
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT,
+                                                f"reading {topic} did not reach its end within {timeout} s"))
+            for message in consumer.consume(num_messages=1000, timeout=0.5):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(message.partition())
+                        continue
+                    raise KafkaException(error)
+                value = wire.decode(message.value())
+                if value is not None:
+                    checkpoints[message.key().decode()] = Checkpoint(int(value["instance_id"]),
+                                                                     int(value["next_sequence"]))
+    finally:
+        consumer.close()
+    return checkpoints
+
+
+class DeliveryFailed(RuntimeError):
+    pass
+
+
+class AgentFollower:
+    """Follows one agent: probe, current, then the sample stream, each batch in one transaction."""
+
+    def __init__(self, agent: str, config: ServiceConfig, checkpoint: Checkpoint | None,
+                 stop_event: threading.Event, on_batch: Callable[[str, int], None] | None = None):
+        self.agent = agent.rstrip("/")
+        self.config = config
+        self.prefix = config.topic_prefix
+        self.checkpoint = checkpoint
+        self.stop_event = stop_event
+        self.on_batch = on_batch
+        self.client = AgentClient(self.agent, verify=config.verify_tls,
+                                  timeout=(5.0, max(config.http_timeout_s, config.heartbeat_ms / 1000 * 3)))
+        self._producer: Producer | None = None
+        self._delivery_errors: list[str] = []
+        self._state: str | None = None
+        self.published = 0
+        self.thread = threading.Thread(target=self._run, name=f"follow {self.agent}", daemon=True)
+        self.failure: BaseException | None = None
+
+    # -- Kafka
+
+    @property
+    def transactional_id(self) -> str:
+        digest = hashlib.sha256(f"{self.prefix}|{self.agent}".encode()).hexdigest()[:16]
+        return f"{self.config.transactional_id_prefix}-{digest}"
+
+    def _topic(self, base: str) -> str:
+        return wire.topic_name(base, self.prefix)
+
+    def _make_producer(self) -> Producer:
+        properties = self.config.kafka_properties()
+        properties.update({
+            "enable.idempotence": True,
+            "acks": "all",
+            "transactional.id": self.transactional_id,
+            "transaction.timeout.ms": 60000,
+            "linger.ms": properties.get("linger.ms", 20),
+            "compression.type": properties.get("compression.type", "lz4"),
+            "error_cb": self._on_client_error,
+        })
+        producer = Producer(properties)
+        # Fences any zombie with the same transactional id and aborts its open transaction.
+        producer.init_transactions(60)
+        return producer
+
+    @property
+    def producer(self) -> Producer:
+        if self._producer is None:
+            self._producer = self._make_producer()
+        return self._producer
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        log.warning("agent=%s event=kafka_error code=%s fatal=%s error=%s",
+                    self.agent, error.name(), error.fatal(), error.str())
+
+    def _on_delivery(self, error: KafkaError | None, message) -> None:
+        if error is not None:
+            self._delivery_errors.append(f"{message.topic()}[{message.partition()}]: {error.str()}")
+
+    def _produce(self, topic: str, key: bytes, value: bytes) -> None:
+        producer = self.producer
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)  # the local queue is full: let deliveries drain, then retry
+        producer.poll(0)
+
+    def _transaction(self, fill: Callable[[], None]) -> None:
+        """Run `fill` inside one transaction; retry the whole transaction until it commits."""
+        backoff = Backoff(0.2, 10.0)
+        while True:
+            producer = self.producer
+            self._delivery_errors.clear()
+            try:
+                producer.begin_transaction()
+                fill()
+                producer.commit_transaction(60)
+                if self._delivery_errors:
+                    raise DeliveryFailed("; ".join(self._delivery_errors[:5]))
+                return
+            except (KafkaException, DeliveryFailed) as exc:
+                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                log.error("agent=%s event=transaction_failed error=%s (the batch will be sent again)",
+                          self.agent, error.str() if error else exc)
+                if error is not None and error.fatal():
+                    self._close_producer()
+                elif error is None or error.txn_requires_abort() or not error.retriable():
+                    try:
+                        producer.abort_transaction(30)
+                    except KafkaException as abort_exc:
+                        log.error("agent=%s event=abort_failed error=%s; recreating the producer",
+                                  self.agent, abort_exc)
+                        self._close_producer()
+                if self.stop_event.wait(backoff.next_delay()):
+                    raise _Stopping() from exc
+
+    def _close_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.flush(5)
+            except KafkaException as exc:
+                log.warning("agent=%s event=producer_close_failed error=%s", self.agent, exc)
+
+    # -- publishing
+
+    def _publish_devices(self, document) -> None:
+        def fill() -> None:
+            for device in document.devices:
+                self._produce(self._topic(wire.DEVICES), wire.device_key(device), wire.encode(device))
+        self._transaction(fill)
+        log.info("agent=%s event=devices_published devices=%d data_items=%d instance_id=%s",
+                 self.agent, len(document.devices), len(document.data_items), document.header.instance_id)
+
+    def _publish_status(self, state: str, error: str | None, instance_id: int | None) -> None:
+        if state == self._state and state == "connected":
+            return
+        value = wire.agent_status_value(self.agent, state, utc_now_iso(), error, instance_id)
+        self._transaction(lambda: self._produce(self._topic(wire.AGENT_STATUS), wire.agent_key(self.agent),
+                                                wire.encode(value)))
+        self._state = state
+        log.info("agent=%s event=agent_status state=%s error=%s", self.agent, state, error)
+
+    def _publish_batch(self, observations: list[dict[str, Any]], instance_id: int, next_sequence: int,
+                       gaps: list[dict[str, Any]] = ()) -> None:
+        observations_topic = self._topic(wire.OBSERVATIONS)
+        checkpoint = wire.checkpoint_value(self.agent, instance_id, next_sequence)
+        encoded = [(wire.observation_key(o), wire.encode(o)) for o in observations]
+
+        def fill() -> None:
+            for key, value in encoded:
+                self._produce(observations_topic, key, value)
+            for gap in gaps:
+                self._produce(self._topic(wire.GAPS), wire.agent_key(self.agent), wire.encode(gap))
+            self._produce(self._topic(wire.CHECKPOINTS), wire.agent_key(self.agent), wire.encode(checkpoint))
+
+        self._transaction(fill)
+        self.checkpoint = Checkpoint(instance_id, next_sequence)
+        self.published += len(observations)
+        if self.on_batch:
+            self.on_batch(self.agent, len(observations))
+
+    # -- following
+
+    def _run(self) -> None:
+        backoff = Backoff()
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    self._follow(backoff)
+                except _Stopping:
+                    break
+                except (AgentUnreachable, DocumentError, AgentError) as exc:
+                    if self.stop_event.is_set():
+                        break
+                    delay = backoff.next_delay()
+                    log.warning("agent=%s event=agent_problem error=%s retry_in=%.1fs", self.agent, exc, delay)
+                    try:
+                        self._publish_status("unreachable", str(exc), self.checkpoint.instance_id if self.checkpoint else None)
+                    except _Stopping:
+                        break
+                    if self.stop_event.wait(delay):
+                        break
+        except BaseException as exc:  # a thread must never die silently
+            self.failure = exc
+            log.exception("agent=%s event=follower_crashed", self.agent)
+            raise
+        finally:
+            self.client.close()
+            self._close_producer()
+
+    def _follow(self, backoff: Backoff) -> None:
+        devices = self.client.probe()
+        instance_id = devices.header.instance_id
+        self._publish_devices(devices)
+        if self.checkpoint is None:
+            current = self.client.current()
+            instance_id = current.header.instance_id
+            cursor = current.header.next_sequence
+            self._publish_status("connected", None, instance_id)
+            self._publish_batch(current.observations, instance_id, cursor)
+            log.info("agent=%s event=started_from_current observations=%d next_sequence=%d",
+                     self.agent, len(current.observations), cursor)
+        else:
+            self._publish_status("connected", None, instance_id)
+            if instance_id != self.checkpoint.instance_id:
+                self._agent_restarted(self.checkpoint, instance_id)
+            cursor = self.checkpoint.next_sequence
+        backoff.reset()
+        self._stream_from(cursor)
+
+    def _agent_restarted(self, old: Checkpoint, new_instance_id: int) -> None:
+        """A new instanceId: what the old instance had not delivered is lost; start the new one at 1."""
+        gap = wire.gap_value(self.agent, old.instance_id, old.next_sequence, None, "AGENT_RESTART")
+        log.warning("agent=%s event=agent_restart old_instance=%s new_instance=%s first_missing=%s",
+                    self.agent, old.instance_id, new_instance_id, old.next_sequence)
+        self._publish_batch([], new_instance_id, 1, [gap])
+
+    def _stream_from(self, cursor: int) -> None:
+        assert self.checkpoint is not None
+        instance_id = self.checkpoint.instance_id
+        while not self.stop_event.is_set():
+            try:
+                for part in self.client.stream(cursor, count=self.config.count, interval_ms=self.config.interval_ms,
+                                               heartbeat_ms=self.config.heartbeat_ms):
+                    cursor, instance_id = self._handle_part(part, cursor, instance_id)
+                    if self.stop_event.is_set():
+                        return
+            except AgentError as exc:
+                if "OUT_OF_RANGE" not in exc.codes:
+                    raise
+                cursor = self._recover_out_of_range(cursor, instance_id)
+                continue
+            if self.stop_event.is_set():
+                return
+            # The agent closed the stream (idle timeout, restart): resume from the cursor.
+            log.info("agent=%s event=stream_closed next_sequence=%d", self.agent, cursor)
+
+    def _handle_part(self, part: StreamsDocument, cursor: int, instance_id: int) -> tuple[int, int]:
+        header = part.header
+        if header.instance_id is not None and header.instance_id != instance_id:
+            raise AgentUnreachable(f"{self.agent}: instanceId changed from {instance_id} to {header.instance_id}")
+        if not part.observations:
+            return cursor, instance_id
+        gaps = []
+        first = part.observations[0]["sequence"]
+        if first > cursor:
+            gaps.append(wire.gap_value(self.agent, instance_id, cursor, first - 1, "OUT_OF_RANGE"))
+            log.warning("agent=%s event=gap first_missing=%d last_missing=%d", self.agent, cursor, first - 1)
+        observations = [o for o in part.observations if o["sequence"] >= cursor]
+        if not observations and not gaps:
+            return cursor, instance_id
+        next_sequence = max(observations[-1]["sequence"] + 1 if observations else cursor, cursor)
+        self._publish_batch(observations, instance_id, next_sequence, gaps)
+        return next_sequence, instance_id
+
+    def _recover_out_of_range(self, cursor: int, instance_id: int) -> int:
+        """`from` fell out of the agent's buffer: record the exact gap, continue at firstSequence."""
+        current = self.client.current()
+        header = current.header
+        if header.instance_id != instance_id:
+            raise AgentUnreachable(f"{self.agent}: instanceId changed from {instance_id} to {header.instance_id}")
+        first = header.first_sequence or cursor
+        if first <= cursor:
+            # Not a buffer overrun (e.g. a cursor ahead of the agent): start again from current.
+            log.warning("agent=%s event=out_of_range_restart cursor=%d first=%s next=%s",
+                        self.agent, cursor, header.first_sequence, header.next_sequence)
+            self._publish_batch(current.observations, instance_id, header.next_sequence)
+            return header.next_sequence
+        gap = wire.gap_value(self.agent, instance_id, cursor, first - 1, "OUT_OF_RANGE")
+        log.warning("agent=%s event=gap reason=OUT_OF_RANGE first_missing=%d last_missing=%d",
+                    self.agent, cursor, first - 1)
+        self._publish_batch([], instance_id, first, [gap])
+        return first
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.client.abort_stream()
+
+
+class _Stopping(Exception):
+    pass
+
+
+class ProducerService:
+    """Runs one follower per configured agent until `stop()` (or SIGTERM via `run_cli`)."""
+
+    def __init__(self, config: ServiceConfig):
+        config.validate()
+        self.config = config
+        self._stop = threading.Event()
+        self.followers: list[AgentFollower] = []
+        self._lock = threading.Lock()
+        self.published = 0
+
+    @property
+    def running(self) -> bool:
+        return any(f.thread.is_alive() for f in self.followers)
+
+    def _count(self, agent: str, count: int) -> None:
+        with self._lock:
+            self.published += count
+
+    def start(self) -> None:
+        properties = self.config.kafka_properties()
+        ensure_topics(properties, self.config.topic_prefix, self.config.observation_partitions)
+        checkpoints = read_checkpoints(properties, self.config.topic_prefix)
+        for agent in self.config.agents:
+            checkpoint = checkpoints.get(agent.rstrip("/"))
+            if checkpoint:
+                log.info("agent=%s event=resume instance_id=%d next_sequence=%d",
+                         agent, checkpoint.instance_id, checkpoint.next_sequence)
+            follower = AgentFollower(agent, self.config, checkpoint, self._stop, self._count)
+            self.followers.append(follower)
+            follower.start()
+
+    def run(self, report_every: float = 10.0) -> int:
+        self.start()
+        last = time.monotonic()
+        last_count = 0
+        while not self._stop.wait(0.5):
+            if not self.running:
+                break
+            now = time.monotonic()
+            if now - last >= report_every:
+                rate = (self.published - last_count) / (now - last)
+                log.info("event=progress published=%d obs_per_s=%.0f", self.published, rate)
+                last, last_count = now, self.published
+        self.join()
+        failed = [f for f in self.followers if f.failure is not None]
+        return 1 if failed else 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        for follower in self.followers:
+            follower.stop()
+
+    def join(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        for follower in self.followers:
+            follower.thread.join(max(0.1, deadline - time.monotonic()))
+
+
+def run_cli(args) -> int:
+    try:
+        config = build_config(args)
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        return 2
+    service = ProducerService(config)
+
+    def _on_signal(signum, frame) -> None:
+        log.info("event=stopping signal=%s", signal.Signals(signum).name)
+        service.stop()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    log.info("event=starting agents=%s bootstrap=%s topic_prefix=%r",
+             ",".join(config.agents), config.kafka_properties().get("bootstrap.servers"), config.topic_prefix)
+    try:
+        return service.run()
+    except KafkaException as exc:
+        log.error("event=kafka_unavailable error=%s", exc)
+        service.stop()
+        return 1
