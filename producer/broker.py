@@ -286,7 +286,7 @@ class LocalBroker:
         state = self.read_state()
         if not state:
             return None
-        pid = int(state.get("pid", 0))
+        pid = int(state.get("pid") or 0)
         if pid and _pid_alive(pid) and _pid_is_broker(pid):
             return state
         return None
@@ -426,8 +426,7 @@ class LocalBroker:
             code = self._process.poll()
             if code is not None:
                 log_text = self._log_since(log_offset) + out_path.read_text(errors="replace")[-2000:]
-                with contextlib.suppress(OSError):
-                    self.state_path.unlink()
+                self._mark_stopped(state)
                 if "Address already in use" in log_text or "BindException" in log_text:
                     raise _PortTaken(f"a port of {bootstrap}/{controller_port} is taken")
                 raise BrokerError(
@@ -463,8 +462,6 @@ class LocalBroker:
         """Stop the broker cleanly (SIGTERM, wait, then SIGKILL). False when none was running."""
         state = self.status()
         if not state:
-            with contextlib.suppress(OSError):
-                self.state_path.unlink()
             return False
         pid = int(state["pid"])
         self.progress(f"stopping Kafka broker (pid {pid})")
@@ -478,9 +475,13 @@ class LocalBroker:
             self.progress(f"broker did not stop within {timeout:.0f} s: killing it")
             self._kill(pid)
         self._reap()
-        with contextlib.suppress(OSError):
-            self.state_path.unlink()
+        self._mark_stopped(state)
         return True
+
+    def _mark_stopped(self, state: dict) -> None:
+        # The ports stay on record so the next start reuses them and clients keep their address.
+        state = dict(state, pid=None)
+        self._write_state(state)
 
     def kill(self) -> None:
         """SIGKILL: a crash, for fault tests."""

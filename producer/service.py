@@ -31,6 +31,8 @@ from producer.mtconnect.client import AgentClient, AgentUnreachable
 from producer.mtconnect.documents import AgentError, DocumentError, StreamsDocument
 
 log = logging.getLogger("producer.service")
+# librdkafka's own log lines go through Python logging instead of straight to stderr.
+kafka_log = logging.getLogger("producer.kafka")
 
 
 def utc_now_iso() -> str:
@@ -63,7 +65,7 @@ class Checkpoint:
 def ensure_topics(admin_config: dict[str, str], prefix: str, observation_partitions: int = 6,
                   timeout: float = 30.0) -> None:
     """Create the product's topics if missing: compaction where a topic is keyed by identity."""
-    admin = AdminClient(admin_config)
+    admin = AdminClient({**admin_config, "logger": kafka_log})
     metadata = admin.list_topics(timeout=timeout)
     replication = min(3, max(1, len(metadata.brokers)))
     wanted = []
@@ -98,6 +100,7 @@ def read_checkpoints(consumer_config: dict[str, str], prefix: str, timeout: floa
         "auto.offset.reset": "earliest",
         # EOF is reported at the last stable offset, past any transaction markers.
         "enable.partition.eof": True,
+        "logger": kafka_log,
     })
     consumer = Consumer(config)
     checkpoints: dict[str, Checkpoint] = {}
@@ -173,6 +176,7 @@ class AgentFollower:
             "linger.ms": properties.get("linger.ms", 20),
             "compression.type": properties.get("compression.type", "lz4"),
             "error_cb": self._on_client_error,
+            "logger": kafka_log,
         })
         producer = Producer(properties)
         # Fences any zombie with the same transactional id and aborts its open transaction.

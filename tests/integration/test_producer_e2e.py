@@ -1,0 +1,177 @@
+"""The producer service against the real replay agent over HTTP and the real broker.
+
+What a user relies on: every observation the agent serves arrives in Kafka once, in
+sequence, with its values intact; the device models are published; the service stops
+cleanly on SIGTERM.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+from confluent_kafka import Consumer
+
+from producer import wire
+from producer.config import ServiceConfig
+from producer.mtconnect.documents import parse_streams
+from producer.replay import ReplayAgent
+from producer.service import ProducerService
+
+
+def read_topic(bootstrap: str, topic: str, idle_s: float = 3.0, limit_s: float = 60.0) -> list:
+    """Every committed message of a topic, read until nothing new arrives for `idle_s`."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex}",
+        "auto.offset.reset": "earliest", "enable.auto.commit": False, "isolation.level": "read_committed",
+    })
+    consumer.subscribe([topic])
+    messages = []
+    try:
+        deadline = time.monotonic() + limit_s
+        last_new = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last_new < idle_s:
+            batch = consumer.consume(num_messages=5000, timeout=0.3)
+            for message in batch:
+                assert message.error() is None, message.error()
+                messages.append(message)
+            if batch:
+                last_new = time.monotonic()
+    finally:
+        consumer.close()
+    return messages
+
+
+def _agent_sample(agent: ReplayAgent, start: int, end: int) -> list[dict]:
+    observations = []
+    cursor = start
+    while cursor < end:
+        response = requests.get(f"{agent.url}/sample", params={"from": cursor, "count": min(5000, end - cursor)}, timeout=10)
+        document = parse_streams(response.content, agent.url)
+        observations += document.observations
+        cursor = document.header.next_sequence
+    return observations
+
+
+def test_every_served_observation_arrives_once_in_order(kafka_broker, topic_prefix):
+    with ReplayAgent(speed=200, start_time="20:29:00") as agent:
+        service = ProducerService(ServiceConfig(agents=[agent.url], bootstrap=kafka_broker.bootstrap,
+                                                topic_prefix=topic_prefix))
+        runner = threading.Thread(target=service.run, daemon=True)
+        runner.start()
+        deadline = time.monotonic() + 60
+        while service.published < 3000 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        service.stop()
+        runner.join(30)
+        assert not runner.is_alive()
+        assert service.published >= 3000
+
+        checkpoints = read_topic(kafka_broker.bootstrap, topic_prefix + wire.CHECKPOINTS)
+        final = wire.decode(checkpoints[-1].value())
+        assert final["instance_id"] == agent.instance_id
+        observations = [wire.decode(m.value()) for m in read_topic(kafka_broker.bootstrap, topic_prefix + wire.OBSERVATIONS)]
+        served = _agent_sample(agent, 1, final["next_sequence"])
+
+    sequences = [o["sequence"] for o in observations]
+    assert len(sequences) == len(set(sequences)), "an observation was published twice"
+    # The service started from /current (the latest value of every item), then followed
+    # the stream: from the first streamed sequence on, nothing may be missing.
+    first_checkpoint = wire.decode(checkpoints[0].value())["next_sequence"]
+    streamed = sorted(s for s in sequences if s >= first_checkpoint)
+    assert streamed == list(range(first_checkpoint, final["next_sequence"]))
+    # What arrived is what the agent served, value for value.
+    by_sequence = {o["sequence"]: o for o in served}
+    for observation in observations:
+        original = by_sequence[observation["sequence"]]
+        assert (observation["data_item_id"], observation["value"], observation["timestamp"]) == (
+            original["data_item_id"], original["value"], original["timestamp"])
+    # Per-device order holds inside each partition (keyed by device uuid).
+    per_device: dict[str, list[int]] = {}
+    for observation in observations:
+        per_device.setdefault(observation["device_uuid"], []).append(observation["sequence"])
+    assert all(seq == sorted(seq) for seq in per_device.values())
+    # The Mazak03 fault recorded at 20:29:56 was replayed and arrived as a FAULT condition.
+    faults = [o for o in observations if o["category"] == "CONDITION" and o["level"] == "FAULT"]
+    assert any(o["device_name"] == "Mazak03" and o["native_code"] == "791" and o["value"] == "MUST INPUT CUTTING SPEED"
+               for o in faults)
+
+
+def test_device_models_and_agent_status_are_published(kafka_broker, topic_prefix):
+    with ReplayAgent(speed=10) as agent:
+        service = ProducerService(ServiceConfig(agents=[agent.url], bootstrap=kafka_broker.bootstrap,
+                                                topic_prefix=topic_prefix))
+        runner = threading.Thread(target=service.run, daemon=True)
+        runner.start()
+        try:
+            deadline = time.monotonic() + 60
+            while service.published == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            service.stop()
+            runner.join(30)
+    devices = {m.key().decode(): wire.decode(m.value()) for m in read_topic(kafka_broker.bootstrap, topic_prefix + wire.DEVICES, idle_s=1.5)}
+    assert sorted(d["device_name"] for d in devices.values()) == [
+        "GFAgie01", "Hurco01", "Hurco02", "Hurco03", "Hurco04", "Hurco06", "Mazak01", "Mazak03"]
+    assert devices["mtc_adapter004"]["device_name"] == "Mazak03"
+    assert sum(len(d["data_items"]) for d in devices.values()) == 226
+    status = [wire.decode(m.value()) for m in read_topic(kafka_broker.bootstrap, topic_prefix + wire.AGENT_STATUS, idle_s=1.5)]
+    assert status and status[-1]["state"] == "connected" and status[-1]["agent"] == agent.url
+
+
+def test_unreachable_agent_is_reported_and_retried(kafka_broker, topic_prefix):
+    from producer.broker import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    service = ProducerService(ServiceConfig(agents=[url], bootstrap=kafka_broker.bootstrap, topic_prefix=topic_prefix))
+    runner = threading.Thread(target=service.run, daemon=True)
+    runner.start()
+    try:
+        status = []
+        deadline = time.monotonic() + 30
+        while not status and time.monotonic() < deadline:
+            status = read_topic(kafka_broker.bootstrap, topic_prefix + wire.AGENT_STATUS, idle_s=1.0, limit_s=5)
+        assert status, "no agent-status message for an unreachable agent"
+        value = wire.decode(status[-1].value())
+        assert value["state"] == "unreachable" and url in value["last_error"]
+        assert runner.is_alive(), "the service gave up instead of retrying"
+    finally:
+        service.stop()
+        runner.join(30)
+
+
+def test_cli_service_stops_cleanly_on_sigterm(kafka_broker, topic_prefix):
+    with ReplayAgent(speed=20) as agent:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "producer", "run", "--agent", agent.url, "--bootstrap", kafka_broker.bootstrap,
+             "--topic-prefix", topic_prefix],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            observations = []
+            while not observations and time.monotonic() < deadline:
+                observations = read_topic(kafka_broker.bootstrap, topic_prefix + wire.OBSERVATIONS, idle_s=0.5, limit_s=3)
+            assert observations, "the producer CLI published nothing"
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                _, stderr = process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
+    assert process.returncode == 0, stderr[-2000:]
+    assert "event=stopping signal=SIGTERM" in stderr
+
+
+def test_cli_rejects_missing_agent_with_clear_message():
+    completed = subprocess.run([sys.executable, "-m", "producer", "run", "--bootstrap", "127.0.0.1:9"],
+                               capture_output=True, text=True, timeout=60, env={**os.environ, "MACHINE_MONITOR_AGENTS": ""})
+    assert completed.returncode == 2
+    assert "no agent configured" in completed.stderr
