@@ -1,0 +1,22 @@
+"""Runs every benchmark in bench/ (each prints a `BENCH <name> key=value ...` line)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    failed = 0
+    for script in sorted(HERE.glob("*.py")):
+        if script.name == "run_all.py" or script.name.startswith("_"):
+            continue
+        print(f"== {script.name}", flush=True)
+        failed += subprocess.call([sys.executable, str(script)], cwd=HERE.parent) != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
