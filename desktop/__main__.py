@@ -1,0 +1,63 @@
+"""`python -m desktop`: parse the command line, then hand over to `desktop.ui.app`.
+
+Besides the GUI options, a hidden `--run-module producer ...` runs the producer's command
+line instead of the app. A PyInstaller build has no `python -m`, and `sys.executable` is
+the app itself, so this is how the frozen app starts its broker, replay agent and producer
+as child processes. It is handled before anything imports Qt.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+RUN_MODULE_FLAG = "--run-module"
+# Modules the passthrough may run: the app's own services, nothing else.
+RUNNABLE_MODULES = ("producer",)
+
+
+def run_module(argv: list[str]) -> int:
+    if not argv or argv[0] not in RUNNABLE_MODULES:
+        print(f"error: {RUN_MODULE_FLAG} takes one of: {', '.join(RUNNABLE_MODULES)}", file=sys.stderr)
+        return 2
+    module, arguments = argv[0], argv[1:]
+    sys.argv = [module, *arguments]
+    if module == "producer":
+        from producer.__main__ import main as producer_main
+
+        result = producer_main(arguments)
+        return int(result or 0)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m desktop",
+        description="Machine Monitor: live state, plots and alarms of MTConnect machines, from Kafka.",
+    )
+    parser.add_argument("--config-dir", metavar="DIR", help="settings folder (default: $MACHINE_MONITOR_CONFIG_DIR or the per-user config folder)")
+    parser.add_argument("--bootstrap", metavar="HOST:PORT", help="use this Kafka cluster (remote mode) instead of the saved settings")
+    parser.add_argument("--topic-prefix", metavar="PREFIX", help="topic name prefix (overrides the saved settings)")
+    parser.add_argument("--screenshot", metavar="PNG", help="save the main window to PNG after --after seconds of live data, then exit")
+    parser.add_argument("--after", metavar="S", type=float, default=10.0, help="seconds of live data before the screenshot (default 10)")
+    parser.add_argument("--self-test", action="store_true", help="check resources, start broker, replay agent and producer, wait for data, stop; exit 0/1")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [RUN_MODULE_FLAG]:
+        return run_module(argv[1:])
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    if options.after < 0:
+        parser.error("--after must not be negative")
+
+    from desktop.ui import app
+
+    if options.self_test:
+        return app.run_self_test(options)
+    return app.run(options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""The Kafka feed: consume the monitor's topics and hand over one immutable batch per poll.
+
+`Feed.run` is the body of the feed thread (the Qt worker in `desktop.ui.workers` owns the
+thread). It creates the consumer lazily inside that thread, subscribes to the devices,
+agent-status and observations topics, and on assignment positions the compacted topics at
+their beginning and the observations at "now minus the history window" (`offsets_for_times`),
+so plots show recent history at once. Every `consume()` call becomes at most one batch,
+passed through a `BatchGate` so a slow GUI gets merged batches rather than a queue.
+Connection state goes to `on_status`, problems that do not stop the feed (bad records,
+broker errors) travel inside batches or to `on_status`; only an unrecoverable error
+escapes `run`, and the consumer is closed in every case.
+
+Consumer properties are merged in one documented order: the feed's defaults, then the
+user's settings (security, any librdkafka property), then what the feed must control
+(group id, offsets, isolation) - later wins.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from producer import wire
+
+from desktop.core.batch import Batch, BatchGate, Record, build_batch
+
+DEFAULT_HISTORY_SECONDS = 600.0
+CONSUME_BATCH = 500
+CONSUME_TIMEOUT = 0.2
+# While not connected, how often to ask the cluster for metadata to notice it is back.
+_PROBE_INTERVAL = 5.0
+
+# Status words passed to on_status.
+CONNECTING = "connecting"
+CONNECTED = "connected"
+UNREACHABLE = "unreachable"
+WAITING = "waiting"  # connected, but the topics do not exist yet
+STOPPED = "stopped"
+
+_instance_counter = itertools.count(1)
+_kafka_log = logging.getLogger("desktop.kafka")
+
+# Defaults a user setting may override.
+_DEFAULT_PROPERTIES = {
+    "auto.offset.reset": "earliest",
+    # Topics created after we subscribe (the producer creates them) are noticed within seconds
+    # instead of librdkafka's default 5 minutes.
+    "topic.metadata.refresh.interval.ms": "5000",
+    "socket.connection.setup.timeout.ms": "10000",
+}
+
+
+def _error_text(exc: Exception) -> str:
+    """The readable part of a KafkaException (its KafkaError's message), else str()."""
+    error = exc.args[0] if exc.args else None
+    return error.str() if hasattr(error, "str") else str(exc)
+
+
+def default_group_id() -> str:
+    """Unique per app instance: every desktop reads everything, nobody shares partitions."""
+    return f"machine-monitor-desktop-{socket.gethostname()}-{os.getpid()}-{next(_instance_counter)}"
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    bootstrap_servers: str
+    topic_prefix: str = ""
+    # librdkafka properties from the settings (security etc.), passed through unchanged.
+    kafka_properties: Mapping[str, str] = field(default_factory=dict, hash=False)
+    history_seconds: float = DEFAULT_HISTORY_SECONDS
+    # Read observations from this wall-clock time (epoch s) instead of now - history_seconds.
+    start_time: float | None = None
+    group_id: str = field(default_factory=default_group_id)
+
+    def topics(self) -> dict[str, str]:
+        """Base name -> deployed topic name, for the topics the desktop reads."""
+        return {base: wire.topic_name(base, self.topic_prefix) for base in (wire.DEVICES, wire.AGENT_STATUS, wire.OBSERVATIONS)}
+
+    def consumer_properties(self) -> dict[str, Any]:
+        properties: dict[str, Any] = dict(_DEFAULT_PROPERTIES)
+        properties.update(self.kafka_properties)
+        properties.update(
+            {
+                "bootstrap.servers": self.bootstrap_servers,
+                "group.id": self.group_id,
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
+        return properties
+
+
+StatusCallback = Callable[[str, str], None]
+BatchCallback = Callable[[Batch], None]
+
+
+def _noop_status(state: str, detail: str) -> None:
+    pass
+
+
+class Feed:
+    def __init__(self, config: FeedConfig) -> None:
+        self.config = config
+        self.gate = BatchGate()
+        self._state = ""
+        self._on_status: StatusCallback = _noop_status
+        self._assign_errors: list[str] = []
+        # Wall-clock ms when this feed started: records written before it are history.
+        self._live_from_ms = 0
+        # (topic, partition) -> next offset to read, so a rebalance (a topic appearing later)
+        # resumes where we were instead of reading history twice.
+        self._positions: dict[tuple[str, int], int] = {}
+
+    # -- status -------------------------------------------------------------------------
+
+    def _set_status(self, state: str, detail: str = "") -> None:
+        if state == self._state and state in (CONNECTED, STOPPED):
+            return
+        self._state = state
+        self._on_status(state, detail)
+
+    def _on_kafka_error(self, error: Any) -> None:
+        """librdkafka's error callback (runs inside consume on the feed thread)."""
+        from confluent_kafka import KafkaError
+
+        code = error.code()
+        if code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            self._set_status(UNREACHABLE, error.str())
+        elif code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL):
+            self._set_status(UNREACHABLE, f"authentication failed: {error.str()}")
+        else:
+            self._on_status("error", error.str())
+
+    # -- assignment ---------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        """Compacted topics from the beginning, observations from the history start."""
+        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException
+
+        observations_topic = self.config.topics()[wire.OBSERVATIONS]
+        start = self.config.start_time
+        if start is None:
+            start = time.time() - self.config.history_seconds
+        start_ms = int(start * 1000)
+        timed = []
+        for partition in partitions:
+            position = self._positions.get((partition.topic, partition.partition))
+            if position is not None:
+                partition.offset = position
+            elif partition.topic == observations_topic:
+                partition.offset = start_ms
+                timed.append(partition)
+            else:
+                partition.offset = OFFSET_BEGINNING
+        if timed:
+            try:
+                found = consumer.offsets_for_times(timed, timeout=10.0)
+            except KafkaException as exc:
+                self._assign_errors.append(f"could not look up history offsets, reading new data only: {exc}")
+                found = []
+                for partition in timed:
+                    partition.offset = OFFSET_END
+            by_partition = {(p.topic, p.partition): p for p in found}
+            for partition in timed:
+                located = by_partition.get((partition.topic, partition.partition))
+                if located is not None:
+                    # -1 (no record that new) is OFFSET_END: read what comes next.
+                    partition.offset = located.offset if located.offset >= 0 else OFFSET_END
+        consumer.assign(partitions)
+        if partitions:
+            self._set_status(CONNECTED, self.config.bootstrap_servers)
+
+    # -- main loop ----------------------------------------------------------------------
+
+    def _create_consumer(self) -> Any:
+        properties = self.config.consumer_properties()
+        properties["error_cb"] = self._on_kafka_error
+        # librdkafka's own log lines go through logging (not raw to stderr); they are
+        # delivered inside consume(), on the feed thread.
+        properties.setdefault("logger", _kafka_log)
+        from confluent_kafka import Consumer
+
+        return Consumer(properties)
+
+    def run(self, stop_event: threading.Event, on_batch: BatchCallback, on_status: StatusCallback | None = None) -> None:
+        """Consume until `stop_event` is set. Raises only for errors the feed cannot survive
+        (bad configuration, a fatal client error); the consumer is closed in every case."""
+        from confluent_kafka import KafkaError, KafkaException
+
+        self._on_status = on_status or _noop_status
+        self._live_from_ms = int(time.time() * 1000)
+        topics = self.config.topics()
+        self._set_status(CONNECTING, self.config.bootstrap_servers)
+        consumer = None
+        try:
+            try:
+                consumer = self._create_consumer()
+            except KafkaException as exc:
+                raise RuntimeError(f"invalid Kafka settings: {_error_text(exc)}") from exc
+            consumer.subscribe(list(topics.values()), on_assign=self._on_assign)
+            next_probe = time.monotonic() + _PROBE_INTERVAL
+            while not stop_event.is_set():
+                messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=CONSUME_TIMEOUT)
+                records: list[Record] = []
+                problems: list[str] = self._assign_errors[:]
+                self._assign_errors.clear()
+                for message in messages:
+                    error = message.error()
+                    if error is None:
+                        self._positions[(message.topic(), message.partition())] = message.offset() + 1
+                        records.append(
+                            Record(
+                                message.topic(),
+                                message.partition(),
+                                message.offset(),
+                                message.key(),
+                                message.value(),
+                                message.timestamp()[1],
+                            )
+                        )
+                        continue
+                    if error.fatal():
+                        raise KafkaException(error)
+                    if error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+                        # The producer has not created the topics yet; they are picked up later.
+                        self._set_status(WAITING, f"waiting for topic {message.topic()}")
+                        continue
+                    problems.append(f"Kafka error on {message.topic()} partition {message.partition()}: {error.str()}")
+                if records:
+                    self._set_status(CONNECTED, self.config.bootstrap_servers)
+                if records or problems:
+                    batch = build_batch(records, self.config.topic_prefix)
+                    if any(0 < (record.timestamp_ms or 0) < self._live_from_ms for record in records):
+                        batch = dataclasses.replace(batch, catching_up=True)
+                    if problems:
+                        batch = dataclasses.replace(batch, errors=tuple(problems) + batch.errors)
+                    ready = self.gate.offer(batch)
+                    if ready is not None:
+                        on_batch(ready)
+                pending = self.gate.take_pending()
+                if pending is not None:
+                    on_batch(pending)
+                if self._state in (UNREACHABLE, CONNECTING, WAITING) and time.monotonic() >= next_probe:
+                    next_probe = time.monotonic() + _PROBE_INTERVAL
+                    self._probe(consumer, topics)
+        finally:
+            if consumer is not None:
+                try:
+                    consumer.close()
+                except Exception:  # noqa: BLE001 - closing must not hide the original error
+                    pass
+            self._set_status(STOPPED, "")
+
+    def _probe(self, consumer: Any, topics: Mapping[str, str]) -> None:
+        """Ask for metadata: tells "broker back" and "topics not created yet" apart."""
+        from confluent_kafka import KafkaException
+
+        try:
+            metadata = consumer.list_topics(timeout=2.0)
+        except KafkaException as exc:
+            self._set_status(UNREACHABLE, str(exc))
+            return
+        missing = [name for name in topics.values() if name not in metadata.topics]
+        if missing:
+            self._set_status(WAITING, "waiting for topics: " + ", ".join(missing))
+        elif self._state != CONNECTED:
+            self._set_status(CONNECTED, self.config.bootstrap_servers)

@@ -1,0 +1,171 @@
+"""The desktop's model: everything the views show, updated one batch at a time.
+
+`MonitorModel.apply` is what the GUI slot calls for each batch: it updates the fleet
+(device models, agent reachability, machine state), appends sample arrays to the ring
+buffers, runs the alarm engine and the alarm journal, and counts messages for the rate shown
+in the status bar. It returns the alarm events, so the GUI can notify; it never draws. The
+views read the model on their own timer, using the version counters to skip unchanged parts.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from desktop.core.alarms import Alarm, AlarmEngine, AlarmEvent, AlarmJournal
+from desktop.core.batch import Batch, SeriesKey
+from desktop.core.machines import Fleet
+from desktop.core.ringbuffer import DEFAULT_CAPACITY, DEFAULT_WINDOW_SECONDS, SeriesStore
+
+# The data item type plotted by default: spindle speed.
+DEFAULT_PLOT_TYPE = "ROTARY_VELOCITY"
+
+_ITEM_FIELDS = ("id", "name", "category", "type", "sub_type", "units", "component", "component_id")
+
+
+@dataclass(frozen=True)
+class ModelUpdate:
+    alarm_events: tuple[AlarmEvent, ...] = ()
+    # Alarms to pop up now (FAULTs not notified before), in order.
+    notifications: tuple[Alarm, ...] = ()
+    devices_changed: bool = False
+    observation_count: int = 0
+
+
+class RateMeter:
+    """Messages per second over a sliding window of wall-clock time."""
+
+    def __init__(self, window_seconds: float = 5.0) -> None:
+        self.window_seconds = window_seconds
+        self._counts: deque[tuple[float, int]] = deque()
+
+    def add(self, count: int, now: float) -> None:
+        if count:
+            self._counts.append((now, count))
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self._counts and self._counts[0][0] < now - self.window_seconds:
+            self._counts.popleft()
+
+    def rate(self, now: float) -> float:
+        self._trim(now)
+        return sum(count for _, count in self._counts) / self.window_seconds
+
+
+class MonitorModel:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, window_seconds: float = DEFAULT_WINDOW_SECONDS) -> None:
+        self.window_seconds = window_seconds
+        self.fleet = Fleet()
+        self.series = SeriesStore(capacity)
+        self.alarm_engine = AlarmEngine()
+        self.journal = AlarmJournal()
+        self.rate = RateMeter()
+        self.record_count = 0
+        self.observation_count = 0
+        self.last_data_at: float | None = None  # wall clock of the last observation batch
+        self.last_observation_timestamp: str | None = None
+        self.errors: deque[str] = deque(maxlen=20)
+        self.error_count = 0
+        # device uuid -> data item id -> descriptor (from the device model, else from observations)
+        self._items: dict[str, dict[str, dict[str, Any]]] = {}
+        self.items_version = 0
+
+    def reset(self) -> None:
+        """Start over before history is read again (a reconnect): keep the alarm journal and
+        what was already notified, so the re-read history updates rows instead of popping up."""
+        self.fleet = Fleet()
+        self.series.clear()
+        self.alarm_engine.reset()
+        self._items.clear()
+        self.items_version += 1
+
+    def apply(self, batch: Batch, now: float | None = None) -> ModelUpdate:
+        now = time.time() if now is None else now
+        self.record_count += batch.record_count
+        self.rate.add(batch.record_count, now)
+        for message in batch.errors:
+            self.errors.append(message)
+        self.error_count += len(batch.errors)
+
+        for device_uuid, device in batch.devices:
+            self.fleet.set_device(device_uuid, device)
+            self._learn_device_items(device_uuid, device)
+        for agent, status in batch.agent_statuses:
+            self.fleet.set_agent_status(agent, status)
+
+        if batch.observations:
+            self.fleet.observe(batch.observations)
+            self._learn_observed_items(batch.observations)
+            self.observation_count += len(batch.observations)
+            self.last_data_at = now
+            self.last_observation_timestamp = batch.observations[-1].get("timestamp")
+        for series_key, series in batch.samples.items():
+            self.series.extend(series_key, series.times, series.values)
+
+        events = self.alarm_engine.process(batch.observations)
+        self.journal.apply(events)
+        notifications = [event.alarm for event in events if event.notify]
+        if batch.catching_up and notifications:
+            # History from before the app started: what already cleared is news to nobody.
+            active = {alarm.alarm_id for alarm in self.alarm_engine.active_alarms()}
+            notifications = [alarm for alarm in notifications if alarm.alarm_id in active]
+        return ModelUpdate(
+            alarm_events=tuple(events),
+            notifications=tuple(notifications),
+            devices_changed=bool(batch.devices),
+            observation_count=len(batch.observations),
+        )
+
+    def _learn_device_items(self, device_uuid: str, device: Mapping[str, Any] | None) -> None:
+        if device is None:
+            self._items.pop(device_uuid, None)
+        else:
+            items = self._items.setdefault(device_uuid, {})
+            for item in device.get("data_items") or ():
+                if isinstance(item, Mapping) and item.get("id"):
+                    items[str(item["id"])] = {field: item.get(field) for field in _ITEM_FIELDS}
+        self.items_version += 1
+
+    def _learn_observed_items(self, observations: tuple[Mapping[str, Any], ...]) -> None:
+        for observation in observations:
+            items = self._items.setdefault(str(observation.get("device_uuid")), {})
+            item_id = str(observation.get("data_item_id"))
+            if item_id not in items:
+                items[item_id] = {
+                    "id": item_id,
+                    "name": observation.get("name"),
+                    "category": observation.get("category"),
+                    "type": observation.get("type"),
+                    "sub_type": observation.get("sub_type"),
+                    "units": observation.get("units"),
+                    "component": observation.get("component"),
+                    "component_id": observation.get("component_id"),
+                }
+                self.items_version += 1
+
+    def data_item(self, device_uuid: str, data_item_id: str) -> Mapping[str, Any] | None:
+        return self._items.get(device_uuid, {}).get(data_item_id)
+
+    def sample_items(self, device_uuid: str) -> list[Mapping[str, Any]]:
+        """The device's SAMPLE data items, in the order of its device model."""
+        return [item for item in self._items.get(device_uuid, {}).values() if item.get("category") == "SAMPLE"]
+
+    def has_data(self, series_key: SeriesKey) -> bool:
+        return series_key in self.series
+
+    def default_series(self) -> SeriesKey | None:
+        """The first machine (by name) with spindle-speed data, and that data item. Until any
+        machine has spindle-speed data, the first numeric series at all, so the plot is not
+        empty while data flows (it moves to spindle speed as soon as there is some)."""
+        fallback = None
+        for view in self.fleet.views():
+            for item in self.sample_items(view.device_uuid):
+                series_key = (view.device_uuid, str(item["id"]))
+                if series_key not in self.series:
+                    continue
+                if item.get("type") == DEFAULT_PLOT_TYPE:
+                    return series_key
+                fallback = fallback or series_key
+        return fallback

@@ -1,0 +1,131 @@
+"""Bounded, time-ordered buffers of (epoch seconds, value) samples, one per data item.
+
+The plot redraws from these many times a second, so appends are vectorised numpy copies and
+memory is bounded twice: by a point capacity per data item and by a time window at read
+time. Storage grows on demand up to twice the capacity and is compacted in place, which keeps
+the live points contiguous (a cheap slice to read) without a per-append shift. Time never
+goes backwards in a buffer: plotting needs a monotonic x axis, and a timestamp earlier than
+the last one means the source restarted (e.g. a replay looping), so the old points are
+dropped rather than drawn as a line back in time.
+"""
+from __future__ import annotations
+
+from typing import Hashable
+
+import numpy as np
+
+DEFAULT_CAPACITY = 20_000
+DEFAULT_WINDOW_SECONDS = 600.0
+_INITIAL_SIZE = 256
+
+
+class RingBuffer:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, not {capacity}")
+        self.capacity = capacity
+        size = min(_INITIAL_SIZE, 2 * capacity)
+        self._times = np.empty(size, dtype=np.float64)
+        self._values = np.empty(size, dtype=np.float64)
+        self._start = 0
+        self._end = 0
+        # Bumped on every change so a view can skip redrawing unchanged data.
+        self.version = 0
+
+    def __len__(self) -> int:
+        return self._end - self._start
+
+    @property
+    def last_time(self) -> float | None:
+        return float(self._times[self._end - 1]) if len(self) else None
+
+    @property
+    def last_value(self) -> float | None:
+        return float(self._values[self._end - 1]) if len(self) else None
+
+    def clear(self) -> None:
+        self._start = self._end = 0
+        self.version += 1
+
+    def extend(self, times: np.ndarray, values: np.ndarray) -> None:
+        """Append samples in time order; keeps only the newest `capacity` of them."""
+        times = np.asarray(times, dtype=np.float64)
+        values = np.asarray(values, dtype=np.float64)
+        if times.shape != values.shape or times.ndim != 1:
+            raise ValueError(f"times and values must be 1-D and equal length, got {times.shape} and {values.shape}")
+        if times.size == 0:
+            return
+        backwards = np.flatnonzero(np.diff(times) < 0)
+        if backwards.size:
+            # Only what follows the last jump back is in order with what comes next.
+            cut = int(backwards[-1]) + 1
+            times, values = times[cut:], values[cut:]
+            self._start = self._end = 0
+        elif len(self) and times[0] < self._times[self._end - 1]:
+            self._start = self._end = 0
+        if times.size > self.capacity:
+            times, values = times[-self.capacity :], values[-self.capacity :]
+        self._make_room(times.size)
+        end = self._end + times.size
+        self._times[self._end : end] = times
+        self._values[self._end : end] = values
+        self._end = end
+        if len(self) > self.capacity:
+            self._start = self._end - self.capacity
+        self.version += 1
+
+    def _make_room(self, count: int) -> None:
+        if self._end + count <= self._times.size:
+            return
+        keep = min(len(self), self.capacity - count)
+        needed = keep + count
+        size = self._times.size
+        if needed > size // 2 and size < 2 * self.capacity:
+            # Grow geometrically, never past twice the capacity.
+            size = min(2 * self.capacity, max(2 * size, 2 * needed))
+        times = np.empty(size, dtype=np.float64) if size != self._times.size else self._times
+        values = np.empty(size, dtype=np.float64) if size != self._values.size else self._values
+        # Compact: the newest `keep` points move to the front (copy() because they may overlap).
+        times[:keep] = self._times[self._end - keep : self._end].copy()
+        values[:keep] = self._values[self._end - keep : self._end].copy()
+        self._times, self._values = times, values
+        self._start, self._end = 0, keep
+
+    def snapshot(self, window_seconds: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the points (oldest first), optionally only those within `window_seconds`
+        of the newest point. Copies, because the plot keeps the arrays it is given."""
+        times = self._times[self._start : self._end]
+        values = self._values[self._start : self._end]
+        if window_seconds is not None and times.size:
+            first = int(np.searchsorted(times, times[-1] - window_seconds, side="left"))
+            times, values = times[first:], values[first:]
+        return times.copy(), values.copy()
+
+
+class SeriesStore:
+    """One `RingBuffer` per series key (device uuid, data item id), created on first data."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.capacity = capacity
+        self._buffers: dict[Hashable, RingBuffer] = {}
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._buffers and len(self._buffers[key]) > 0
+
+    def __len__(self) -> int:
+        return len(self._buffers)
+
+    def keys(self) -> list[Hashable]:
+        return list(self._buffers)
+
+    def get(self, key: Hashable) -> RingBuffer | None:
+        return self._buffers.get(key)
+
+    def extend(self, key: Hashable, times: np.ndarray, values: np.ndarray) -> None:
+        buffer = self._buffers.get(key)
+        if buffer is None:
+            buffer = self._buffers[key] = RingBuffer(self.capacity)
+        buffer.extend(times, values)
+
+    def clear(self) -> None:
+        self._buffers.clear()

@@ -1,0 +1,236 @@
+"""The desktop app's settings: where Kafka is, how to reach it, and how to run local services.
+
+A `Settings` value is immutable; it is read from and written to `settings.json` in the
+per-user config folder (see `paths.config_dir`). No file means the defaults: local mode,
+where the app starts its own broker, replay agent and producer. Remote mode points the app
+at an existing cluster; the security fields and any extra librdkafka properties are passed
+to the consumer unchanged. `validate` names the offending field in every message so the
+settings dialog (and the command line) can say exactly what is wrong.
+
+The SASL password is stored in the JSON file in clear text for now; moving it to the
+system keyring is a planned step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from producer import wire
+
+SETTINGS_FILE = "settings.json"
+MODES = ("local", "remote")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+MAX_REPLAY_SPEED = 1000.0
+
+# Kafka topic names allow these characters and at most 249 of them; the prefix must leave
+# room for the longest base name.
+_TOPIC_CHARS = re.compile(r"^[A-Za-z0-9._-]*$")
+_MAX_TOPIC_LENGTH = 249
+_LONGEST_BASE = max(len(base) for base in wire.ALL_TOPICS)
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+# Human names of the fields, used in validation messages and by the dialog.
+FIELD_LABELS = {
+    "mode": "Mode",
+    "bootstrap_servers": "Bootstrap servers",
+    "topic_prefix": "Topic prefix",
+    "security_protocol": "Security protocol",
+    "sasl_mechanism": "SASL mechanism",
+    "sasl_username": "SASL username",
+    "sasl_password": "SASL password",
+    "ssl_ca_location": "CA file",
+    "replay_speed": "Replay speed",
+    "kafka_properties": "Extra Kafka properties",
+}
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; `problems` holds (field, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "") -> None:
+        self.problems = problems
+        where = f"{source}: " if source else ""
+        super().__init__(where + "; ".join(message for _, message in problems))
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str = "local"
+    bootstrap_servers: str = ""
+    topic_prefix: str = ""
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = ""
+    sasl_username: str = ""
+    sasl_password: str = ""
+    ssl_ca_location: str = ""
+    replay_speed: float = 1.0
+    # Any other librdkafka consumer property, passed through unchanged.
+    kafka_properties: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    @property
+    def is_local(self) -> bool:
+        return self.mode == "local"
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def kafka_config(self, bootstrap_servers: str | None = None) -> dict[str, str]:
+        """librdkafka properties for a consumer: security fields only when set, extras last.
+
+        `bootstrap_servers` overrides the configured one (local mode learns it from the
+        broker it starts).
+        """
+        config: dict[str, str] = {"bootstrap.servers": bootstrap_servers or self.bootstrap_servers}
+        if self.security_protocol and self.security_protocol != "PLAINTEXT":
+            config["security.protocol"] = self.security_protocol
+        if self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism:
+                config["sasl.mechanism"] = self.sasl_mechanism
+            if self.sasl_username:
+                config["sasl.username"] = self.sasl_username
+            if self.sasl_password:
+                config["sasl.password"] = self.sasl_password
+        if self.ssl_ca_location:
+            config["ssl.ca.location"] = self.ssl_ca_location
+        config.update({str(key): str(value) for key, value in self.kafka_properties.items()})
+        return config
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["kafka_properties"] = dict(self.kafka_properties)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str = "") -> "Settings":
+        """Settings from a decoded JSON object; unknown keys are an error (typos must show)."""
+        if not isinstance(data, Mapping):
+            raise SettingsError([("", "expected a JSON object")], source)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SettingsError([(name, f"unknown setting {name!r}") for name in unknown], source)
+        values = dict(data)
+        problems: list[tuple[str, str]] = []
+        for name in known - {"replay_speed", "kafka_properties"}:
+            if name in values and not isinstance(values[name], str):
+                problems.append((name, f"{FIELD_LABELS[name]}: expected text, got {values[name]!r}"))
+        if "replay_speed" in values:
+            speed = values["replay_speed"]
+            if isinstance(speed, bool) or not isinstance(speed, (int, float)):
+                problems.append(("replay_speed", f"Replay speed: expected a number, got {speed!r}"))
+            else:
+                values["replay_speed"] = float(speed)
+        if "kafka_properties" in values:
+            extra = values["kafka_properties"]
+            if not isinstance(extra, Mapping):
+                problems.append(("kafka_properties", "Extra Kafka properties: expected a JSON object"))
+            else:
+                values["kafka_properties"] = {str(k): str(v) for k, v in extra.items()}
+        if problems:
+            raise SettingsError(problems, source)
+        settings = cls(**values)
+        settings.validate(source)
+        return settings
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Every problem as (field, message naming the field); empty when usable."""
+        problems: list[tuple[str, str]] = []
+
+        def add(name: str, message: str) -> None:
+            problems.append((name, f"{FIELD_LABELS[name]}: {message}"))
+
+        if self.mode not in MODES:
+            add("mode", f"must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.mode == "remote":
+            servers = [part.strip() for part in self.bootstrap_servers.split(",") if part.strip()]
+            if not servers:
+                add("bootstrap_servers", "required in remote mode (host:port[,host:port...])")
+            for server in servers:
+                match = _HOST_PORT.match(server)
+                if not match:
+                    add("bootstrap_servers", f"{server!r} is not host:port")
+                elif not 1 <= int(match.group(2)) <= 65535:
+                    add("bootstrap_servers", f"port {match.group(2)} in {server!r} is out of range 1-65535")
+        if not _TOPIC_CHARS.match(self.topic_prefix):
+            add("topic_prefix", "may only contain letters, digits, '.', '_' and '-'")
+        elif len(self.topic_prefix) + _LONGEST_BASE > _MAX_TOPIC_LENGTH:
+            add("topic_prefix", f"too long (at most {_MAX_TOPIC_LENGTH - _LONGEST_BASE} characters)")
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            add("security_protocol", f"must be one of {', '.join(SECURITY_PROTOCOLS)}")
+        if self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                add("sasl_mechanism", f"must be one of {', '.join(SASL_MECHANISMS)} with {self.security_protocol}")
+            if not self.sasl_username:
+                add("sasl_username", f"required with {self.security_protocol}")
+            if not self.sasl_password:
+                add("sasl_password", f"required with {self.security_protocol}")
+        if self.ssl_ca_location and not Path(self.ssl_ca_location).expanduser().is_file():
+            add("ssl_ca_location", f"file not found: {self.ssl_ca_location}")
+        if not (0 < self.replay_speed <= MAX_REPLAY_SPEED):
+            add("replay_speed", f"must be greater than 0 and at most {MAX_REPLAY_SPEED:g}")
+        for key in self.kafka_properties:
+            if not key or any(ch.isspace() for ch in key) or "=" in key:
+                add("kafka_properties", f"invalid property name {key!r}")
+        return problems
+
+    def validate(self, source: str = "") -> None:
+        problems = self.problems()
+        if problems:
+            raise SettingsError(problems, source)
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """`key=value` lines (blank lines and `#` comments ignored) as a dict; errors name the line."""
+    properties: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(
+                [("kafka_properties", f"Extra Kafka properties: line {number} is not key=value: {raw!r}")]
+            )
+        properties[key.strip()] = value.strip()
+    return properties
+
+
+def format_properties(properties: Mapping[str, str]) -> str:
+    return "\n".join(f"{key}={value}" for key, value in properties.items())
+
+
+def settings_path(directory: Path) -> Path:
+    return directory / SETTINGS_FILE
+
+
+def load_settings(directory: Path) -> Settings:
+    """The saved settings, or the defaults (local mode) when nothing was saved yet."""
+    path = settings_path(directory)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Settings()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SettingsError([("", f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}")], str(path))
+    return Settings.from_json(data, source=str(path))
+
+
+def save_settings(settings: Settings, directory: Path) -> Path:
+    """Write atomically (temp file + rename) so a crash never leaves half a settings file."""
+    settings.validate()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = settings_path(directory)
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(settings.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    # The file may hold a password: keep it private to the user.
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
+    return path

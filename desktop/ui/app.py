@@ -1,0 +1,263 @@
+"""Application wiring: settings, style, main window and local services, plus the two
+non-interactive modes of `python -m desktop`.
+
+`run` starts the GUI. With `--screenshot PNG --after S` it waits for the first observations
+(giving up after two minutes with exit code 1), lets S seconds of live data arrive, saves the
+window, and quits cleanly, stopping the child services. `run_self_test` needs no display: it
+checks the bundled resources, starts the local broker, replay agent and producer, waits for
+observations to arrive through Kafka, stops everything and prints one PASS/FAIL line per
+check. Either way, SIGINT/SIGTERM close the app the normal way, so children are stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtCore import QCoreApplication, QObject, QTimer
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from desktop.core import paths
+from desktop.core.batch import Batch
+from desktop.core.feed import FeedConfig
+from desktop.core.services import SERVICE_LABELS, SERVICE_NAMES
+from desktop.core.settings import Settings, SettingsError, load_settings
+from desktop.ui.main_window import MainWindow
+from desktop.ui.services import LocalServices
+from desktop.ui.theme import apply_style
+from desktop.ui.workers import FeedWorker
+
+FIRST_BATCH_TIMEOUT = 120.0
+SELF_TEST_TIMEOUT = 420.0  # broker start (jar download) + first data + stop
+
+
+def _install_signal_handlers(on_signal: Callable[[], None]) -> QTimer:
+    """Let Ctrl+C / SIGTERM end the app through its normal shutdown. Python only runs signal
+    handlers between bytecodes, so a timer wakes the interpreter while Qt's loop idles."""
+
+    def handler(signum: int, frame: object) -> None:
+        QTimer.singleShot(0, on_signal)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    wakeup = QTimer()
+    wakeup.timeout.connect(lambda: None)
+    wakeup.start(300)
+    return wakeup
+
+
+def load_effective_settings(options: argparse.Namespace, report: Callable[[str], None]) -> tuple[Settings, Path]:
+    """Defaults < settings file < command line. A broken settings file is reported and the
+    defaults are used for this run (the file is left as it is, so nothing is lost)."""
+    config_dir = paths.config_dir(options.config_dir)
+    try:
+        settings = load_settings(config_dir)
+    except SettingsError as exc:
+        report(f"Settings ignored, using defaults: {exc}")
+        settings = Settings()
+    if getattr(options, "bootstrap", None):
+        settings = settings.replace(mode="remote", bootstrap_servers=options.bootstrap)
+    if getattr(options, "topic_prefix", None) is not None:
+        settings = settings.replace(topic_prefix=options.topic_prefix)
+    settings.validate("command line")
+    return settings, config_dir
+
+
+class ScreenshotJob(QObject):
+    """Waits for live data, saves the window after `after` seconds of it, then closes it."""
+
+    def __init__(self, window: MainWindow, path: Path, after: float, first_batch_timeout: float = FIRST_BATCH_TIMEOUT) -> None:
+        super().__init__(window)
+        self.window = window
+        self.path = path
+        self.after = after
+        self.exit_code: int | None = None
+        self._timeout = QTimer(self)
+        self._timeout.setSingleShot(True)
+        self._timeout.timeout.connect(self._on_timeout)
+        self._timeout.start(int(first_batch_timeout * 1000))
+        self._first_batch_timeout = first_batch_timeout
+        window.first_observations_received.connect(self._on_first_observations_received)
+        if window.services is not None:
+            # No broker, no data: say so now rather than after the two-minute wait.
+            window.services.services_failed.connect(self._on_services_failed)
+
+    def _on_first_observations_received(self) -> None:
+        self._timeout.stop()
+        print(f"first observations received; taking the screenshot in {self.after:g} s", flush=True)
+        QTimer.singleShot(int(self.after * 1000), self._take)
+
+    def _take(self) -> None:
+        if self.window.save_screenshot(self.path):
+            print(f"screenshot saved to {self.path}", flush=True)
+            self.exit_code = 0
+        else:
+            print(f"error: could not save the screenshot to {self.path}", file=sys.stderr, flush=True)
+            self.exit_code = 1
+        self.window.close()
+
+    def _on_services_failed(self, message: str) -> None:
+        if self.exit_code is not None or not self._timeout.isActive():
+            return  # the screenshot is under way or done; a later failure does not undo it
+        self._timeout.stop()
+        print(f"error: local services failed, no screenshot taken: {message}", file=sys.stderr, flush=True)
+        self.exit_code = 1
+        self.window.close()
+
+    def _on_timeout(self) -> None:
+        status = self.window.progress_label.toolTip() or self.window.broker_label.text()
+        print(
+            f"error: no observations from Kafka within {self._first_batch_timeout:g} s ({status}); no screenshot taken",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.exit_code = 1
+        self.window.close()
+
+
+def run(options: argparse.Namespace) -> int:
+    app = QApplication.instance() or QApplication([sys.argv[0], *getattr(options, "qt_args", [])])
+    app.setApplicationName("Machine Monitor")
+    app.setDesktopFileName("machine-monitor")
+    apply_style(app)
+    problems: list[str] = []
+    try:
+        settings, config_dir = load_effective_settings(options, problems.append)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+
+    services = (
+        LocalServices(settings.replay_speed, settings.topic_prefix, parent=app) if settings.is_local else None
+    )
+    window = MainWindow(settings, services, config_dir)
+    job = None
+    if options.screenshot:
+        job = ScreenshotJob(window, Path(options.screenshot), options.after)
+    wakeup = _install_signal_handlers(window.close)
+    if services is not None:
+        # Last line of defence (e.g. the loop was quit directly): stop children synchronously.
+        app.aboutToQuit.connect(lambda: services.stop_now() if services.active else None)
+    window.show()
+    if problems and not options.screenshot:
+        QMessageBox.warning(window, "Settings", "\n".join(problems))
+    window.start()
+    code = app.exec()
+    wakeup.stop()
+    if job is not None:
+        return job.exit_code if job.exit_code is not None else 1
+    return code
+
+
+class SelfTest(QObject):
+    """Resources, broker, replay agent, producer and the Kafka feed, checked in order."""
+
+    def __init__(self, settings: Settings, first_batch_timeout: float = FIRST_BATCH_TIMEOUT) -> None:
+        super().__init__()
+        self.settings = settings
+        self.first_batch_timeout = first_batch_timeout
+        self.results: list[tuple[str, bool, str]] = []
+        self.services = LocalServices(max(settings.replay_speed, 1.0), settings.topic_prefix, parent=self)
+        self.worker: FeedWorker | None = None
+        self.started_at = time.time()
+        self._finishing = False
+        self._data_timer = QTimer(self)
+        self._data_timer.setSingleShot(True)
+        self._data_timer.timeout.connect(self._on_data_timeout)
+        self._overall = QTimer(self)
+        self._overall.setSingleShot(True)
+        self._overall.timeout.connect(lambda: self._finish("overall", False, f"no result within {SELF_TEST_TIMEOUT:g} s"))
+        self.services.progress_reported.connect(lambda text: print(f"  … {text}", flush=True))
+        self.services.services_started.connect(self._on_services_started)
+        self.services.services_failed.connect(self._on_services_failed)
+
+    def record(self, name: str, ok: bool, detail: str) -> None:
+        self.results.append((name, ok, detail))
+        print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(ok for _, ok, _ in self.results)
+
+    def start(self) -> None:
+        missing = paths.missing_resources()
+        self.record(
+            "resources",
+            not missing,
+            f"all {len(paths.REQUIRED_RESOURCES)} present in {paths.resources_dir()}" if not missing else "missing: " + ", ".join(missing),
+        )
+        self._overall.start(int(SELF_TEST_TIMEOUT * 1000))
+        self.services.start()
+
+    def _on_services_started(self, bootstrap: str) -> None:
+        for name in SERVICE_NAMES:
+            state, detail = self.services.states[name]
+            self.record(SERVICE_LABELS[name], True, f"{state.value} ({detail})" if detail else state.value)
+        # Only observations produced from now on count: older topics must not pass the test.
+        config = FeedConfig(
+            bootstrap_servers=bootstrap,
+            topic_prefix=self.settings.topic_prefix,
+            kafka_properties=self.settings.kafka_config(bootstrap),
+            start_time=self.started_at - 5.0,
+        )
+        self.worker = FeedWorker(config, self)
+        self.worker.batch_received.connect(self._on_batch_received)
+        self.worker.feed_failed.connect(lambda message: self._finish("kafka feed", False, message))
+        self._data_timer.start(int(self.first_batch_timeout * 1000))
+        self.worker.start()
+
+    def _on_services_failed(self, message: str) -> None:
+        self._finish("local services", False, message)
+
+    def _on_batch_received(self, batch: Batch) -> None:
+        if self.worker is not None:
+            self.worker.batch_consumed()
+        if batch.observations and not self._finishing:
+            devices = sorted({str(o.get("device_name")) for o in batch.observations})
+            self._finish(
+                "observations",
+                True,
+                f"{len(batch.observations)} observations from {', '.join(devices)} after {time.time() - self.started_at:.1f} s",
+            )
+
+    def _on_data_timeout(self) -> None:
+        self._finish("observations", False, f"none arrived within {self.first_batch_timeout:g} s")
+
+    def _finish(self, name: str, ok: bool, detail: str) -> None:
+        if self._finishing:
+            return
+        self._finishing = True
+        self._data_timer.stop()
+        self.record(name, ok, detail)
+        if self.worker is not None:
+            self.worker.stop()
+        self.services.services_stopped.connect(self._on_services_stopped)
+        self.services.stop()
+
+    def _on_services_stopped(self) -> None:
+        failed = [f"{SERVICE_LABELS[n]}: {d}" for n in SERVICE_NAMES for s, d in [self.services.states[n]] if s.value == "failed"]
+        self.record("stop", not failed, "all local services stopped" if not failed else "; ".join(failed))
+        self._overall.stop()
+        QCoreApplication.quit()
+
+
+def run_self_test(options: argparse.Namespace) -> int:
+    app = QCoreApplication.instance() or QCoreApplication([sys.argv[0]])
+    try:
+        settings, _ = load_effective_settings(options, lambda message: print(f"warning: {message}", file=sys.stderr))
+    except SettingsError as exc:
+        print(f"FAIL settings: {exc}")
+        return 1
+    test = SelfTest(settings)
+    wakeup = _install_signal_handlers(lambda: test._finish("interrupted", False, "stopped by a signal"))
+    app.aboutToQuit.connect(lambda: test.services.stop_now() if test.services.active else None)
+    QTimer.singleShot(0, test.start)
+    app.exec()
+    wakeup.stop()
+    print("self-test: " + ("PASS" if test.passed else "FAIL"), flush=True)
+    return 0 if test.passed else 1

@@ -1,0 +1,59 @@
+"""The feed thread's failure path and reconnecting with new settings (no broker needed:
+the client rejects the configuration, or nothing listens at the address)."""
+from __future__ import annotations
+
+from desktop.core.feed import FeedConfig
+from desktop.core.settings import Settings
+from desktop.ui.workers import FeedWorker
+
+
+def test_a_failing_feed_reports_instead_of_dying_silently(qtbot, styled_qapp):
+    worker = FeedWorker(FeedConfig("127.0.0.1:9", kafka_properties={"no.such.property": "1"}))
+    with qtbot.waitSignal(worker.feed_failed, timeout=10_000) as failed:
+        worker.start()
+    assert "invalid Kafka settings" in failed.args[0] and "no.such.property" in failed.args[0]
+    qtbot.waitUntil(lambda: not worker.running)
+    assert worker.stop()
+
+
+def test_window_shows_the_failure_and_retries(make_window, qtbot):
+    window = make_window(Settings(mode="remote", bootstrap_servers="127.0.0.1:9", kafka_properties={"no.such.property": "1"}))
+    window.show()
+    window.start()
+    first = window.worker
+    qtbot.waitUntil(lambda: window.broker_label.text().startswith("Kafka feed stopped: invalid Kafka settings"),
+                    timeout=10_000)
+    assert window.progress_label.text().startswith("Retrying in 2 s — Kafka feed stopped: invalid Kafka settings")
+    assert 'No such configuration property: "no.such.property"' in window.progress_label.toolTip()
+    qtbot.waitUntil(lambda: window.worker is not first, timeout=10_000)  # a new feed after the delay
+
+
+def test_apply_settings_reconnects_with_the_new_cluster(make_window, qtbot):
+    window = make_window(Settings(mode="remote", bootstrap_servers="127.0.0.1:9"))
+    window.show()
+    window.start()
+    assert window.worker.config.bootstrap_servers == "127.0.0.1:9"
+    window.apply_settings(Settings(mode="remote", bootstrap_servers="127.0.0.1:7", topic_prefix="plant2."))
+    qtbot.waitUntil(lambda: window.worker is not None and window.worker.config.bootstrap_servers == "127.0.0.1:7")
+    assert window.worker.config.topic_prefix == "plant2."
+    assert window.worker.running
+
+
+def test_tray_notifications_do_not_use_the_banner(qtbot, styled_qapp):
+    from desktop.core import testing
+    from desktop.core.alarms import AlarmEngine
+    from desktop.ui.notifier import AlarmBanner, AlarmNotifier
+
+    banner = AlarmBanner()
+    qtbot.addWidget(banner)
+    notifier = AlarmNotifier(banner, use_tray=True)
+    mazak03 = testing.device_named(testing.load_devices(), "Mazak03")
+    day = testing.shdr_observations(testing.nist_shdr("Mazak03-20161116-20161117.txt"), mazak03)
+    alarms = [e.alarm for e in AlarmEngine().process(o for _, o in day) if e.notify]
+    with qtbot.waitSignal(notifier.notification_shown) as shown:
+        notifier.notify(alarms[:1])
+    assert shown.args[0] == "Mazak03: FAULT 791"
+    assert not banner.isVisible()
+    notifier.set_active_faults(1)
+    assert "1 active fault" in notifier.tray.toolTip()
+    notifier.hide()

@@ -1,0 +1,169 @@
+"""The main window fed with recorded NIST data: tiles, plot, alarm table and the banner."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from PySide6.QtCore import Qt
+
+from desktop.core import testing
+from desktop.core.batch import parse_timestamp
+from desktop.core.machines import MachineStatus
+
+MAZAK03_DAY = "Mazak03-20161116-20161117.txt"
+
+
+@pytest.fixture(scope="module")
+def devices():
+    return testing.load_devices()
+
+
+def line_of(text: str) -> int:
+    lines = testing.nist_shdr(MAZAK03_DAY).read_text(encoding="utf-8").splitlines()
+    return next(number for number, line in enumerate(lines, start=1) if text in line)
+
+
+def mazak03_until(devices, last_line: int, first_line: int = 1):
+    device = testing.device_named(devices, "Mazak03")
+    return [o for _, o in testing.shdr_observations(testing.nist_shdr(MAZAK03_DAY), device, first_line, last_line)]
+
+
+def recorded_points(name: str, window_seconds: float) -> int:
+    """How many numeric values of item `name` the SHDR file has within `window_seconds` of its last one."""
+    lines = testing.nist_shdr(MAZAK03_DAY).read_text(encoding="utf-8").splitlines()
+    times = [parse_timestamp(f[0]) for f in (l.split("|") for l in lines) if f[1] == name and f[2] != "UNAVAILABLE"]
+    return sum(1 for t in times if t >= times[-1] - window_seconds)
+
+
+def hurco_unavailable(devices):
+    return [o for d in devices if d["device_name"].startswith("Hurco")
+            for o in testing.unavailable_observations(d, "2016-11-16T20:00:00Z")]
+
+
+def test_devices_show_as_tiles_with_status(make_window, qtbot, devices):
+    window = make_window()
+    window.show()
+    fault_line = line_of("|motion_cond|Fault|791|")
+    window.ingest(testing.batch_of(devices, hurco_unavailable(devices) + mazak03_until(devices, fault_line - 1)))
+    qtbot.waitUntil(lambda: len(window.overview.tiles) == 8)
+    tiles = window.overview.tiles
+    assert sorted(t.name_label.text() for t in tiles.values()) == sorted(d["device_name"] for d in devices)
+    for device in devices:
+        tile = tiles[device["device_uuid"]]
+        if device["device_name"].startswith("Hurco"):
+            assert tile.status_label.text() == "UNAVAILABLE", device["device_name"]
+    mazak03 = tiles["mtc_adapter004"]
+    assert mazak03.status_label.text() == "RUNNING"
+    assert mazak03.execution_label.text() == "Active" and mazak03.mode_label.text() == "Automatic"
+    assert mazak03.model_label.text() == "Mazak · QTN"
+    assert tiles["mtc_adapter001"].status_label.text() == "OFFLINE"  # GFAgie01: no data yet
+
+    window.ingest(testing.batch_of(observations=mazak03_until(devices, fault_line, fault_line)))
+    qtbot.waitUntil(lambda: mazak03.status == MachineStatus.ALARM)
+    assert mazak03.status_label.text() == "ALARM"
+    assert "MUST INPUT CUTTING SPEED" in mazak03.reason_label.toolTip()
+    assert "alarm" in window.windowTitle()
+
+
+def test_plot_gets_points_after_the_timer_fires(make_window, qtbot, devices):
+    window = make_window()
+    window.show()
+    window.ingest(testing.batch_of(devices, hurco_unavailable(devices) + mazak03_until(devices, 10_000)))
+    assert window.plot.point_count == 0  # the slot never draws; the timer does
+    qtbot.waitUntil(lambda: window.plot.point_count > 0)
+    srpm_lines = [l for l in testing.nist_shdr(MAZAK03_DAY).read_text(encoding="utf-8").splitlines()
+                  if l.split("|")[1] == "Srpm" and l.split("|")[2] != "UNAVAILABLE"]
+    assert window.plot.series_key == ("mtc_adapter004", "Mazak03-S_2")
+    # The plot shows the last `window_seconds` (10 minutes) of the series.
+    times = [parse_timestamp(line.split("|")[0]) for line in srpm_lines]
+    assert window.plot.point_count == sum(1 for t in times if t >= times[-1] - window.model.window_seconds)
+    assert 0 < window.plot.point_count < len(srpm_lines)
+    assert window.plot.device_combo.currentText() == "Mazak03"
+    assert window.plot.item_combo.currentText().startswith("Srpm")
+    last_rpm = float(srpm_lines[-1].split("|")[2])
+    assert window.plot.value_label.text().startswith(f"{last_rpm:,.0f}")
+
+
+def test_picking_another_data_item_replots(make_window, qtbot, devices):
+    window = make_window()
+    window.show()
+    window.ingest(testing.batch_of(devices, mazak03_until(devices, 10_000)))
+    qtbot.waitUntil(lambda: window.plot.point_count > 0)
+    index = window.plot.item_combo.findData("Mazak03-S_4")  # Stemp, spindle temperature
+    assert index >= 0
+    window.plot.item_combo.setCurrentIndex(index)
+    stemp_count = recorded_points("Stemp", window.model.window_seconds)
+    qtbot.waitUntil(lambda: window.plot.point_count == stemp_count)
+    assert window.plot.user_selected
+    assert window.plot.series_key == ("mtc_adapter004", "Mazak03-S_4")
+
+
+def test_fault_shows_the_banner_once_without_a_tray(make_window, qtbot, devices):
+    window = make_window()
+    window.show()
+    assert not window.notifier.uses_tray  # offscreen has no system tray
+    assert not window.banner.isVisible()
+    fault_line = line_of("|motion_cond|Fault|791|")
+    with qtbot.waitSignal(window.notifier.notification_shown) as shown:
+        window.ingest(testing.batch_of(devices, mazak03_until(devices, fault_line)))
+    assert "MUST INPUT CUTTING SPEED" in shown.args[1]
+    assert window.banner.isVisible()
+    assert "Mazak03" in window.banner.text() and "MUST INPUT CUTTING SPEED" in window.banner.text()
+    qtbot.mouseClick(window.banner.dismiss_button, Qt.MouseButton.LeftButton)
+    assert not window.banner.isVisible()
+
+    # The same fault again (still active) must not pop up again.
+    fault = mazak03_until(devices, fault_line, fault_line)
+    with qtbot.assertNotEmitted(window.notifier.notification_shown):
+        window.ingest(testing.batch_of(observations=fault))
+    assert not window.banner.isVisible()
+
+    # Newest first: the fault on top, the day's earlier warnings below it.
+    model = window.alarm_table.table_model
+    qtbot.waitUntil(lambda: model.rowCount() > 0)
+    rows = [[model.index(r, c).data() for c in range(6)] for r in range(model.rowCount())]
+    assert rows[0][1:] == ["Mazak03", "FAULT", "791", "MUST INPUT CUTTING SPEED", "ACTIVE"]
+    assert [r[2] for r in rows[1:]] == ["WARNING"] * (len(rows) - 1)
+
+
+def test_alarm_table_follows_clear_and_reactivation(make_window, qtbot, devices):
+    window = make_window()
+    window.show()
+    faults_711 = [n for n, l in enumerate(testing.nist_shdr(MAZAK03_DAY).read_text(encoding="utf-8").splitlines(), 1)
+                  if "|motion_cond|Fault|711|" in l]
+    with qtbot.waitSignal(window.notifier.notification_shown) as shown:
+        window.ingest(testing.batch_of(devices, mazak03_until(devices, faults_711[1])))
+    assert shown.args[0] == "3 new faults"  # flood control: one summary for one batch
+    model = window.alarm_table.table_model
+    qtbot.waitUntil(lambda: model.rowCount() > 3)
+    faults = [(model.index(r, 3).data(), model.index(r, 5).data())
+              for r in range(model.rowCount()) if model.index(r, 2).data() == "FAULT"]
+    assert faults == [("711", "ACTIVE"), ("711", "CLEARED"), ("791", "CLEARED")]
+
+
+def test_history_of_cleared_faults_does_not_pop_up(make_window, qtbot, devices):
+    window = make_window()
+    window.show()
+    history = dataclasses.replace(testing.batch_of(devices, mazak03_until(devices, 20_000)), catching_up=True)
+    with qtbot.assertNotEmitted(window.notifier.notification_shown):
+        window.ingest(history)
+    qtbot.waitUntil(lambda: window.alarm_table.table_model.rowCount() > 0)
+    assert not window.banner.isVisible()
+
+
+def test_status_bar_shows_rate_and_last_data(make_window, qtbot, devices):
+    window = make_window()
+    window.show()
+    with qtbot.waitSignal(window.first_observations_received):
+        window.ingest(testing.batch_of(devices, mazak03_until(devices, 500)))
+    qtbot.waitUntil(lambda: window.last_data_label.text() == "last data: just now")
+    assert window.rate_label.text().endswith("msg/s") and window.rate_label.text() != "0 msg/s"
+
+
+def test_screenshot_of_the_window(make_window, qtbot, devices, tmp_path):
+    window = make_window()
+    window.show()
+    window.ingest(testing.batch_of(devices, hurco_unavailable(devices) + mazak03_until(devices, 3000)))
+    path = tmp_path / "shot.png"
+    assert window.save_screenshot(path)
+    assert path.stat().st_size > 10_000
