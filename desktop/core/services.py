@@ -62,8 +62,14 @@ def broker_stop_args(data_dir: str | None = None) -> list[str]:
     return ["broker", "stop", *_data_dir_args(data_dir)]
 
 
-def replay_args(speed: float, port: int = 0) -> list[str]:
-    return ["replay", "--port", str(port), "--speed", f"{speed:g}"]
+# Where the local replay starts in each recorded day: at 19:00 UTC GFAgie01 and Mazak01 are
+# cutting; Mazak03's day begins later and plays from its start. A demo that opens on
+# machines idling for hours would show nothing worth monitoring.
+REPLAY_START = "19:00:00"
+
+
+def replay_args(speed: float, port: int = 0, start: str = REPLAY_START) -> list[str]:
+    return ["replay", "--port", str(port), "--speed", f"{speed:g}", "--start", start]
 
 
 def producer_args(agent_url: str, bootstrap: str, topic_prefix: str = "") -> list[str]:

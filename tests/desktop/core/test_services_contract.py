@@ -10,7 +10,7 @@ def test_commands_run_the_producer_module_with_this_interpreter(monkeypatch):
     monkeypatch.delattr(sys, "frozen", raising=False)
     program, arguments = services.module_command(services.replay_args(1.0))
     assert program == sys.executable
-    assert arguments == ["-m", "producer", "replay", "--port", "0", "--speed", "1"]
+    assert arguments == ["-m", "producer", "replay", "--port", "0", "--speed", "1", "--start", "19:00:00"]
 
 
 def test_frozen_app_runs_its_own_passthrough(monkeypatch):
@@ -23,7 +23,7 @@ def test_frozen_app_runs_its_own_passthrough(monkeypatch):
 def test_argument_builders():
     assert services.broker_status_args("/data") == ["broker", "status", "--data-dir", "/data"]
     assert services.broker_stop_args() == ["broker", "stop"]
-    assert services.replay_args(2.5) == ["replay", "--port", "0", "--speed", "2.5"]
+    assert services.replay_args(2.5) == ["replay", "--port", "0", "--speed", "2.5", "--start", "19:00:00"]
     assert services.producer_args("http://127.0.0.1:5000", "127.0.0.1:9092", "plant1.") == [
         "run", "--agent", "http://127.0.0.1:5000", "--bootstrap", "127.0.0.1:9092", "--topic-prefix", "plant1.",
     ]
