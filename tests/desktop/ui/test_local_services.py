@@ -119,7 +119,7 @@ def test_starts_broker_replay_producer_and_stops_what_it_started(qtbot, fake, se
     assert services.states["broker"][0] == ServiceState.RUNNING
     assert services.states["replay"] == (ServiceState.RUNNING, "http://127.0.0.1:5555")
     assert any("fetching Kafka jars" in text for text in progress), progress
-    assert "called replay --port 0 --speed 2" in fake.log
+    assert "called replay --port 0 --speed 2 --start 19:00:00" in fake.log
     qtbot.waitUntil(lambda: "called run --agent http://127.0.0.1:5555 --bootstrap 127.0.0.1:19092 "
                             "--topic-prefix plant1." in fake.log)
 
