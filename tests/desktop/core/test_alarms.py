@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from desktop.core import testing
+import recorded_nist as testing
 from desktop.core.alarms import CLEARED, AlarmEngine, AlarmJournal, alarm_id
 from desktop.core.conditions import ConditionTracker
 

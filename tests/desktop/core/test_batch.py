@@ -6,7 +6,7 @@ import pytest
 
 from producer import wire
 
-from desktop.core import testing
+import recorded_nist as testing
 from desktop.core.batch import Batch, BatchGate, Record, build_batch, merge, parse_timestamp
 
 MAZAK03_DAY = "Mazak03-20161116-20161117.txt"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from desktop.core import testing
+import recorded_nist as testing
 from desktop.core.machines import Fleet, MachineStatus
 
 MAZAK03_DAY = "Mazak03-20161116-20161117.txt"

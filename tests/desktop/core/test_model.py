@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from desktop.core import testing
+import recorded_nist as testing
 from desktop.core.machines import MachineStatus
 from desktop.core.model import MonitorModel, RateMeter
 

@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 from desktop.__main__ import build_parser, run_module
-from desktop.core import testing
+import recorded_nist as testing
 from desktop.core.settings import Settings
 from desktop.ui.app import ScreenshotJob
 from desktop.ui.services import LocalServices

@@ -40,7 +40,7 @@ def test_apply_settings_reconnects_with_the_new_cluster(make_window, qtbot):
 
 
 def test_tray_notifications_do_not_use_the_banner(qtbot, styled_qapp):
-    from desktop.core import testing
+    import recorded_nist as testing
     from desktop.core.alarms import AlarmEngine
     from desktop.ui.notifier import AlarmBanner, AlarmNotifier
 

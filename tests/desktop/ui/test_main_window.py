@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 from PySide6.QtCore import Qt
 
-from desktop.core import testing
+import recorded_nist as testing
 from desktop.core.batch import parse_timestamp
 from desktop.core.machines import MachineStatus
 

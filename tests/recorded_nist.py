@@ -13,11 +13,11 @@ decoding path of `batch.build_batch`.
 from __future__ import annotations
 
 import os
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from producer import wire
+from producer.mtconnect.documents import parse_devices
 
 from desktop.core.batch import Batch, Record, build_batch
 
@@ -29,7 +29,7 @@ def _nist_folders() -> tuple[Path, Path]:
     """(folder of Devices.xml, folder of the SHDR day files): `$MACHINE_MONITOR_RECORDED_DATA`
     or the shared data folder next to the checkout (`nist-smstestbed/agent` and `/shdr`),
     else the replay agent's copy in `resources/replay` (both in one folder)."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     from_env = os.environ.get(RECORDED_DATA_ENV)
     candidates = [Path(from_env)] if from_env else []
     candidates.append(root.parent / "shared" / "data" / "mtconnect")
@@ -51,60 +51,11 @@ def nist_shdr(name: str) -> Path:
     return _nist_folders()[1] / name
 
 
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
 def load_devices(devices_xml: Path | None = None, agent: str = RECORDED_AGENT) -> list[dict[str, Any]]:
-    """Device records (the `mtconnect.devices` value) from an MTConnectDevices document."""
-    root = ElementTree.parse(devices_xml or nist_devices_xml()).getroot()
-    version = root.tag.split("}", 1)[0].rsplit(":", 1)[-1] if "}" in root.tag else ""
-    header = next((e for e in root if _local(e.tag) == "Header"), None)
-    instance_id = int(header.get("instanceId", "0")) if header is not None else 0
-    devices = []
-    for device in root.iter():
-        if _local(device.tag) != "Device":
-            continue
-        description = next((e for e in device if _local(e.tag) == "Description"), None)
-        items: list[dict[str, Any]] = []
-
-        def walk(element: ElementTree.Element, component: str, component_id: str) -> None:
-            for child in element:
-                tag = _local(child.tag)
-                if tag == "DataItem":
-                    items.append(
-                        {
-                            "id": child.get("id"),
-                            "name": child.get("name"),
-                            "category": child.get("category"),
-                            "type": child.get("type"),
-                            "sub_type": child.get("subType"),
-                            "units": child.get("units"),
-                            "component": component,
-                            "component_id": component_id,
-                        }
-                    )
-                elif tag in ("DataItems", "Components"):
-                    walk(child, component, component_id)
-                elif tag not in ("Description", "Configuration", "References", "Compositions"):
-                    walk(child, tag, child.get("id") or component_id)
-
-        walk(device, "Device", device.get("id") or "")
-        devices.append(
-            {
-                "agent": agent,
-                "instance_id": instance_id,
-                "device_uuid": device.get("uuid"),
-                "device_name": device.get("name"),
-                "device_id": device.get("id"),
-                "manufacturer": description.get("manufacturer") if description is not None else None,
-                "model": description.get("model") if description is not None else None,
-                "description": (description.text or "").strip() if description is not None else None,
-                "mtconnect_version": version,
-                "data_items": items,
-            }
-        )
-    return devices
+    """Device records (the `mtconnect.devices` value) from an MTConnectDevices document,
+    parsed by the producer's own parser so they are exactly what it publishes."""
+    path = devices_xml or nist_devices_xml()
+    return parse_devices(path.read_bytes(), agent).devices
 
 
 def device_named(devices: Iterable[Mapping[str, Any]], name: str) -> Mapping[str, Any]:
