@@ -27,7 +27,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
-from typing import Callable, Iterator
+from typing import Callable
 
 from producer.paths import resource_path, user_cache_dir, user_data_dir
 
@@ -532,16 +532,6 @@ def _broker_listed(bootstrap: str, node_id: int, timeout: float = 2.0) -> bool:
     except KafkaException:
         return False
     return node_id in metadata.brokers
-
-
-@contextlib.contextmanager
-def temporary_broker(data_dir: Path, **kwargs) -> Iterator[LocalBroker]:
-    broker = LocalBroker(data_dir=data_dir, **kwargs)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 def main_cli(action: str, data_dir: Path | None, timeout: float = 180.0) -> int:

@@ -152,7 +152,6 @@ class AgentFollower:
         self._producer: Producer | None = None
         self._delivery_errors: list[str] = []
         self._state: str | None = None
-        self.published = 0
         self.thread = threading.Thread(target=self._run, name=f"follow {self.agent}", daemon=True)
         self.failure: BaseException | None = None
 
@@ -278,7 +277,6 @@ class AgentFollower:
 
         self._transaction(fill)
         self.checkpoint = Checkpoint(instance_id, next_sequence)
-        self.published += len(observations)
         if self.on_batch:
             self.on_batch(self.agent, len(observations))
 

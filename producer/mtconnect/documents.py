@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any
 
 from lxml import etree
 
@@ -146,19 +146,23 @@ def _namespace_version(root: etree._Element) -> str | None:
 def raise_if_error(root: etree._Element, source: str) -> None:
     if root_kind(root) != "Error":
         return
+    # Errors sit in <Errors> (or, in the oldest agents, straight under the root). Before 2.6
+    # each is <Error errorCode="...">text</Error>; from 2.6 the element itself names the
+    # code, e.g. <OutOfRange><ErrorMessage>...</ErrorMessage></OutOfRange>.
+    entries = [child for child in root if _local(child.tag) == "Error"]
+    for container in root:
+        if _local(container.tag) == "Errors":
+            entries.extend(container)
     errors: list[tuple[str, str]] = []
-    for element in root.iter():
+    for element in entries:
         name = _local(element.tag)
+        if not name:
+            continue
         if name == "Error":
             errors.append((element.get("errorCode", "UNKNOWN"), (element.text or "").strip()))
-        elif name.endswith("Error") or name in ("OutOfRange", "InvalidRequest", "AssetNotFound", "InvalidURI",
-                                                  "InvalidXPath", "NoDevice", "QueryParameter", "Unsupported"):
-            # Schema >= 2.6 entities: <OutOfRange><ErrorMessage>..</ErrorMessage></OutOfRange> etc.
-            if name in ("MTConnectError", "Errors"):
-                continue
-            code = re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
+        else:
             message = " ".join(t.strip() for t in element.itertext() if t.strip())
-            errors.append((code, message))
+            errors.append((_type_from_element(name), message))
     raise AgentError(source, errors, _header(root, source).instance_id)
 
 
@@ -397,22 +401,7 @@ def parse_streams(payload: bytes, agent: str, data_items: dict[str, DataItemInfo
     return StreamsDocument(header=header, observations=observations)
 
 
-def parse_any(payload: bytes, agent: str, data_items: dict[str, DataItemInfo] | None = None,
-              source: str | None = None) -> DevicesDocument | StreamsDocument:
-    """Dispatch on the root element (errors raise AgentError whatever the HTTP status was)."""
-    root = parse_xml(payload, source or agent)
-    kind = root_kind(root)
-    if kind == "Devices":
-        return parse_devices(payload, agent)
-    return parse_streams(payload, agent, data_items, source)
-
-
 def count_sequenced_elements(payload: bytes) -> int:
     """How many elements carry a `sequence` attribute: the observation count a parse must match."""
     root = parse_xml(payload, "count")
     return sum(1 for element in root.iter() if isinstance(element.tag, str) and element.get("sequence") is not None)
-
-
-def iter_observations(documents: Iterable[StreamsDocument]):
-    for document in documents:
-        yield from document.observations
