@@ -147,16 +147,20 @@ class MachineTracker:
                 reason += f" (+{len(faults) - 1} more)"
         elif estop == "TRIGGERED":
             status, reason = MachineStatus.ALARM, "emergency stop triggered"
-        elif availability == UNAVAILABLE or not self._reporting:
+        elif not self._reporting or (availability == UNAVAILABLE and execution in (None, UNAVAILABLE)):
             status, reason = MachineStatus.UNAVAILABLE, "machine data unavailable"
         elif execution in (None, UNAVAILABLE):
             status, reason = MachineStatus.UNAVAILABLE, "available, execution not reported"
-        elif execution == "ACTIVE":
-            status, reason = MachineStatus.RUNNING, ""
-        elif execution in STOPPED_EXECUTIONS:
-            status, reason = MachineStatus.STOPPED, ""
         else:
-            status, reason = MachineStatus.IDLE, ""
+            # Some adapters never send Availability (NIST's Mazak01 in 2017): a machine that
+            # reports its execution is reporting, and the operator needs to see what it does.
+            reason = "availability not reported" if availability in (None, UNAVAILABLE) else ""
+            if execution == "ACTIVE":
+                status = MachineStatus.RUNNING
+            elif execution in STOPPED_EXECUTIONS:
+                status = MachineStatus.STOPPED
+            else:
+                status = MachineStatus.IDLE
 
         return MachineView(
             device_uuid=self.device_uuid,

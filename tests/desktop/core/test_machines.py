@@ -110,3 +110,16 @@ def test_gfagie01_recorded_execution(devices):
     assert view.status in (MachineStatus.RUNNING, MachineStatus.ALARM)
     if view.status == MachineStatus.ALARM:
         assert view.fault_count >= 1
+
+
+def test_machine_reporting_execution_without_availability_shows_what_it_does(devices):
+    # Mazak01's 2017 adapter never sends Availability: it stays UNAVAILABLE all day while
+    # the machine cuts. Execution ACTIVE must still read as running, not as unavailable.
+    day = "Mazak01-20171030-20171031.txt"
+    assert line_of(day, "|Mazak01-dtop_1|UNAVAILABLE")
+    with open(testing.nist_shdr(day), encoding="utf-8") as lines:
+        assert not any("|Mazak01-dtop_1|AVAILABLE" in line or "|avail|AVAILABLE" in line for line in lines)
+    fleet = fleet_after(devices, "Mazak01", day, line_of(day, "|execution|ACTIVE"))
+    view = fleet.view("mtc_adapter002")
+    assert (view.availability, view.execution) == ("UNAVAILABLE", "ACTIVE")
+    assert view.status == MachineStatus.RUNNING and view.reason == "availability not reported"
