@@ -1,17 +1,27 @@
-"""lxml parsers for the MTConnect response documents: Devices, Streams and Error.
+"""lxml parsers for the MTConnect response documents: Devices, Streams, Assets and Error.
 
 Elements are matched by local name, never by a hard-coded namespace, so every era parses
 the same way: no namespace, `urn:mtconnect.com` 1.0, `urn:mtconnect.org` 1.1–2.x, and
-vendor extension namespaces such as NIST's `x:`. The parser is hardened: no entity
-resolution, no DTD loading, no network, and a size bound; a bad document raises
-`DocumentError` naming its source and, where lxml knows it, the line and column.
-Observations come out as the wire dicts of `producer.wire`, ordered by sequence.
+vendor extension namespaces such as NIST's `x:` (declared or not).
+
+The parser is hardened: no entity resolution, no DTD loading, no network, a size bound
+(`MAX_DOCUMENT_BYTES`), and a document that carries a DOCTYPE at all is refused (no
+MTConnect agent sends one; it is how entity bombs and XXE arrive). A bad document raises
+`DocumentError` naming its source and, where lxml knows it, the line and column; an
+`MTConnectError` document raises `AgentError` whatever the HTTP status was.
+
+Observations come out as the wire dicts of `producer.wire` (`OBSERVATION_FIELDS`, plus
+`CONDITION_FIELDS` for conditions and the optional `sample_count`, `sample_rate`,
+`reset_triggered`), ordered by sequence. `parse_streams` is on the producer's hot path:
+keep its inner loop lean (see `bench/producer.py`).
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from operator import itemgetter
 from typing import Any
 
 from lxml import etree
@@ -19,7 +29,6 @@ from lxml import etree
 from producer import wire
 
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
-
 
 
 def _make_parser(recover: bool = False) -> etree.XMLParser:
@@ -41,13 +50,34 @@ class DocumentError(ValueError):
     """A response that is not a usable MTConnect document (malformed, too large, unexpected root)."""
 
 
+@dataclass(frozen=True)
+class ErrorEntry:
+    """One error of an MTConnectError document, in either style.
+
+    Before MTConnect 2.6: `<Error errorCode="OUT_OF_RANGE">text</Error>`. From 2.6 the
+    element names the error (`<OutOfRange>`) and carries `<ErrorMessage>`, `<URI>`,
+    `<Request>` and `<QueryParameter name="from"><Value/><Minimum/><Maximum/>...` children.
+    `code` is the upper-snake code (`OUT_OF_RANGE`) for both.
+    """
+
+    code: str
+    message: str
+    element: str = "Error"
+    uri: str | None = None
+    request: str | None = None
+    # Query parameter name -> {child local name (`Value`, `Minimum`, ...): text}.
+    query_parameters: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
 class AgentError(RuntimeError):
     """The agent answered with an MTConnectError document."""
 
-    def __init__(self, source: str, errors: list[tuple[str, str]], instance_id: int | None = None):
+    def __init__(self, source: str, errors: list[tuple[str, str]], instance_id: int | None = None,
+                 entries: list[ErrorEntry] | None = None):
         self.source = source
         self.errors = errors
         self.instance_id = instance_id
+        self.entries = entries if entries is not None else [ErrorEntry(code, text) for code, text in errors]
         codes = ", ".join(f"{code}: {text}" for code, text in errors) or "no error entries"
         super().__init__(f"{source} answered MTConnectError ({codes})")
 
@@ -58,11 +88,19 @@ class AgentError(RuntimeError):
 
 def _local(tag: Any) -> str:
     if not isinstance(tag, str):
-        return ""
+        return ""  # comments, processing instructions, unresolved entity references
     return tag.rpartition("}")[2].rpartition(":")[2]
 
 
+def _where(element: etree._Element | None) -> str:
+    line = getattr(element, "sourceline", None)
+    return f" (line {line})" if line else ""
+
+
 def parse_xml(payload: bytes, source: str) -> etree._Element:
+    """The root element of `payload`, parsed by the hardened parser; `DocumentError` otherwise."""
+    if isinstance(payload, (bytearray, memoryview)):
+        payload = bytes(payload)
     if len(payload) > MAX_DOCUMENT_BYTES:
         raise DocumentError(
             f"{source}: document of {len(payload)} bytes exceeds the {MAX_DOCUMENT_BYTES} byte limit"
@@ -73,13 +111,21 @@ def parse_xml(payload: bytes, source: str) -> etree._Element:
     except etree.XMLSyntaxError as exc:
         # Real agents (NIST's VDS among them) have served `x:` elements without declaring
         # the prefix; such a document is re-read in recovery mode when that is its only flaw.
-        if _only_undeclared_prefixes(parser):
-            root = etree.fromstring(payload, parser=_make_parser(recover=True))
-        else:
+        if not _only_undeclared_prefixes(parser):
             line, column = exc.position if exc.position else (None, None)
             raise DocumentError(f"{source}: malformed XML at line {line}, column {column}: {exc.msg}") from None
+        try:
+            root = etree.fromstring(payload, parser=_make_parser(recover=True))
+        except etree.LxmlError as again:
+            raise DocumentError(f"{source}: malformed XML: {again}") from None
+    except (etree.LxmlError, ValueError) as exc:  # e.g. a str payload with an encoding declaration
+        raise DocumentError(f"{source}: not an XML document: {exc}") from None
     if root is None:
         raise DocumentError(f"{source}: empty document")
+    if root.getroottree().docinfo.doctype:
+        # Entities were not expanded (resolve_entities=False) and nothing was fetched, but a
+        # DOCTYPE has no business in an agent response: refuse it outright.
+        raise DocumentError(f"{source}: document has a DOCTYPE (DTDs and entities are not accepted)")
     return root
 
 
@@ -89,20 +135,34 @@ def _only_undeclared_prefixes(parser: etree.XMLParser) -> bool:
 
 
 def root_kind(root: etree._Element) -> str:
-    """`Devices`, `Streams`, `Assets` or `Error` (the MTConnect document kind)."""
+    """`Devices`, `Streams`, `Assets` or `Error` (the MTConnect document kind), else the root's local name."""
     name = _local(root.tag)
     if name.startswith("MTConnect"):
         return name[len("MTConnect"):]
     return name
 
 
+def _unsigned(text: str) -> int | None:
+    """A non-negative decimal integer of any size (sequences are 64-bit), else None."""
+    if text.isdigit() and text.isascii():
+        return int(text)
+    text = text.strip()
+    if text.isdigit() and text.isascii():
+        return int(text)
+    return None
+
+
 def _int_or_none(value: str | None, what: str = "attribute") -> int | None:
+    """Kept for callers of the old helper: None for absent/empty, `DocumentError` if not an integer."""
     if value is None or value == "":
         return None
-    try:
-        return int(value)
-    except ValueError:
-        raise DocumentError(f"{what}={value!r} is not an integer") from None
+    number = _unsigned(value)
+    if number is None:
+        raise DocumentError(f"{what}={value!r} is not an integer")
+    return number
+
+
+# --------------------------------------------------------------------------- Header
 
 
 @dataclass(frozen=True)
@@ -115,26 +175,61 @@ class Header:
     first_sequence: int | None = None
     last_sequence: int | None = None
     next_sequence: int | None = None
+    asset_buffer_size: int | None = None
+    asset_count: int | None = None
+    device_model_change_time: str | None = None
+    # Non-essential numeric attributes whose value was not an integer, e.g.
+    # ("instanceId='String'",): they read as None instead of making the document unusable.
+    invalid: tuple[str, ...] = ()
 
 
-def _header(root: etree._Element, source: str = "document") -> Header:
+_NUMERIC_HEADER = (
+    ("instance_id", "instanceId"),
+    ("buffer_size", "bufferSize"),
+    ("first_sequence", "firstSequence"),
+    ("last_sequence", "lastSequence"),
+    ("next_sequence", "nextSequence"),
+    ("asset_buffer_size", "assetBufferSize"),
+    ("asset_count", "assetCount"),
+)
+# A Streams document is only usable with these: they place its observations in the
+# agent's sequence space and tell the reader where to go on.
+_STREAMS_ESSENTIAL = frozenset(("instanceId", "firstSequence", "lastSequence", "nextSequence"))
+_STREAMS_REQUIRED = ("instanceId", "nextSequence")
+
+
+def _header(root: etree._Element, source: str = "document", essential: frozenset[str] = frozenset(),
+            required: tuple[str, ...] = ()) -> Header:
     element = next((child for child in root if _local(child.tag) == "Header"), None)
     if element is None:
+        if required:
+            raise DocumentError(f"{source}: <{_local(root.tag)}> has no Header{_where(root)}")
         return Header(None, None, None, None, None)
     get = element.get
-
-    def number(attribute: str) -> int | None:
-        return _int_or_none(get(attribute), f"{source}: Header {attribute}")
-
+    numbers: dict[str, int | None] = {}
+    invalid: list[str] = []
+    for key, attribute in _NUMERIC_HEADER:
+        text = get(attribute)
+        if text is None or (text == "" and attribute not in essential):
+            if attribute in required:
+                raise DocumentError(f"{source}: Header {attribute} is missing{_where(element)}")
+            numbers[key] = None
+            continue
+        value = _unsigned(text)
+        if value is None:
+            if attribute in essential:
+                raise DocumentError(
+                    f"{source}: Header {attribute}={text!r} is not a non-negative integer{_where(element)}"
+                )
+            invalid.append(f"{attribute}={text!r}")
+        numbers[key] = value
     return Header(
-        instance_id=number("instanceId"),
         sender=get("sender"),
         version=get("version"),
         creation_time=get("creationTime"),
-        buffer_size=number("bufferSize"),
-        first_sequence=number("firstSequence"),
-        last_sequence=number("lastSequence"),
-        next_sequence=number("nextSequence"),
+        device_model_change_time=get("deviceModelChangeTime"),
+        invalid=tuple(invalid),
+        **numbers,
     )
 
 
@@ -143,27 +238,60 @@ def _namespace_version(root: etree._Element) -> str | None:
     return match.group(1) if match else None
 
 
+# --------------------------------------------------------------------------- Error
+
+_CAMEL_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def _type_from_element(name: str) -> str:
+    """`RotaryVelocity` -> `ROTARY_VELOCITY`, `OutOfRange` -> `OUT_OF_RANGE`, `InvalidURI` -> `INVALID_URI`."""
+    return _CAMEL_RE.sub("_", name).upper()
+
+
+def _child_text(element: etree._Element, name: str) -> str | None:
+    for child in element:
+        if _local(child.tag) == name:
+            return " ".join("".join(child.itertext()).split())
+    return None
+
+
+def _error_entry(element: etree._Element) -> ErrorEntry:
+    name = _local(element.tag)
+    if name == "Error":  # the pre-2.6 style
+        return ErrorEntry(element.get("errorCode") or "UNKNOWN", " ".join("".join(element.itertext()).split()))
+    parameters: dict[str, dict[str, str]] = {}
+    for child in element:
+        if _local(child.tag) == "QueryParameter":
+            parameters[child.get("name", "")] = {
+                _local(part.tag): (part.text or "").strip() for part in child if _local(part.tag)
+            }
+    message = _child_text(element, "ErrorMessage")
+    if message is None:
+        message = " ".join("".join(element.itertext()).split())
+    return ErrorEntry(
+        code=element.get("errorCode") or _type_from_element(name),
+        message=message,
+        element=name,
+        uri=_child_text(element, "URI"),
+        request=_child_text(element, "Request"),
+        query_parameters=parameters,
+    )
+
+
 def raise_if_error(root: etree._Element, source: str) -> None:
+    """Raise `AgentError` if `root` is an MTConnectError document (of any version)."""
     if root_kind(root) != "Error":
         return
-    # Errors sit in <Errors> (or, in the oldest agents, straight under the root). Before 2.6
-    # each is <Error errorCode="...">text</Error>; from 2.6 the element itself names the
-    # code, e.g. <OutOfRange><ErrorMessage>...</ErrorMessage></OutOfRange>.
-    entries = [child for child in root if _local(child.tag) == "Error"]
+    # Errors sit in <Errors> (or, in 1.0.1 and earlier, a single <Error> straight under the
+    # root). Before 2.6 each is <Error errorCode="...">text</Error>; from 2.6 the element
+    # itself names the code, e.g. <OutOfRange><ErrorMessage>...</ErrorMessage></OutOfRange>.
+    elements = [child for child in root if _local(child.tag) == "Error"]
     for container in root:
         if _local(container.tag) == "Errors":
-            entries.extend(container)
-    errors: list[tuple[str, str]] = []
-    for element in entries:
-        name = _local(element.tag)
-        if not name:
-            continue
-        if name == "Error":
-            errors.append((element.get("errorCode", "UNKNOWN"), (element.text or "").strip()))
-        else:
-            message = " ".join(t.strip() for t in element.itertext() if t.strip())
-            errors.append((_type_from_element(name), message))
-    raise AgentError(source, errors, _header(root, source).instance_id)
+            elements.extend(child for child in container if _local(child.tag))
+    entries = [_error_entry(element) for element in elements]
+    raise AgentError(source, [(entry.code, entry.message) for entry in entries],
+                     _header(root, source).instance_id, entries)
 
 
 # --------------------------------------------------------------------------- Devices
@@ -194,75 +322,89 @@ class DevicesDocument:
     mtconnect_version: str | None = None
 
 
-def parse_devices(payload: bytes, agent: str) -> DevicesDocument:
-    source = f"{agent}/probe"
+def _children(element: etree._Element, *names: str) -> list[etree._Element]:
+    return [child for child in element if _local(child.tag) in names]
+
+
+def parse_devices(payload: bytes, agent: str, source: str | None = None) -> DevicesDocument:
+    """Parse a probe response: one dict per `Device` (and 2.x `Agent`) and a DataItem index by id."""
+    source = source or f"{agent}/probe"
     root = parse_xml(payload, source)
     raise_if_error(root, source)
     if root_kind(root) != "Devices":
         raise DocumentError(f"{source}: expected MTConnectDevices, got <{_local(root.tag)}>")
     header = _header(root, source)
-    version = header.version or _namespace_version(root)
+    # The schema version of the document (its namespace, e.g. 1.3); Header@version is the
+    # agent's own version (1.4.0.10) and only stands in when the document has no namespace.
+    version = _namespace_version(root) or header.version
     devices: list[dict[str, Any]] = []
     index: dict[str, DataItemInfo] = {}
-    for device in root.iter():
-        if _local(device.tag) not in ("Device", "Agent") or device.getparent() is None:
-            continue
-        if _local(device.getparent().tag) != "Devices":
-            continue
-        device_name = device.get("name") or device.get("id") or ""
-        device_uuid = device.get("uuid") or device_name
-        description = next((c for c in device if _local(c.tag) == "Description"), None)
-        items = []
-        for item in device.iter():
-            if _local(item.tag) != "DataItem":
-                continue
-            component_element = item.getparent().getparent() if item.getparent() is not None else None
-            component = _local(component_element.tag) if component_element is not None else "Device"
-            info = DataItemInfo(
-                id=item.get("id", ""),
-                name=item.get("name"),
-                category=(item.get("category") or "").upper(),
-                type=item.get("type", ""),
-                sub_type=item.get("subType"),
-                units=item.get("units"),
-                component=component,
-                component_id=component_element.get("id") if component_element is not None else None,
-                device_uuid=device_uuid,
-                device_name=device_name,
-                representation=item.get("representation"),
-            )
-            index[info.id] = info
-            items.append({
-                "id": info.id, "name": info.name, "category": info.category, "type": info.type,
-                "sub_type": info.sub_type, "units": info.units, "component": info.component,
-                "component_id": info.component_id,
-                "component_name": component_element.get("name") if component_element is not None else None,
-                "representation": info.representation,
-            })
-        devices.append({
-            "agent": agent,
-            "instance_id": header.instance_id,
-            "device_uuid": device_uuid,
-            "device_name": device_name,
-            "device_id": device.get("id"),
-            "manufacturer": description.get("manufacturer") if description is not None else None,
-            "model": description.get("model") if description is not None else None,
-            "serial_number": description.get("serialNumber") if description is not None else None,
-            "description": (description.text or "").strip() if description is not None else None,
-            "mtconnect_version": version,
-            "data_items": items,
-            "device_xml": etree.tostring(device, encoding="unicode"),
-        })
+    for container in _children(root, "Devices"):
+        for device in _children(container, "Device", "Agent"):
+            devices.append(_device(device, agent, header, version, index))
     return DevicesDocument(header=header, devices=devices, data_items=index, mtconnect_version=version)
 
 
-# --------------------------------------------------------------------------- Streams
+def _device(device: etree._Element, agent: str, header: Header, version: str | None,
+            index: dict[str, DataItemInfo]) -> dict[str, Any]:
+    device_name = device.get("name") or device.get("id") or ""
+    device_uuid = device.get("uuid") or device_name
+    description = next((c for c in device if _local(c.tag) == "Description"), None)
+    items = []
+    for item in device.iter("{*}DataItem"):
+        # DataItem -> DataItems -> the owning component (or the Device itself).
+        parent = item.getparent()
+        component_element = parent.getparent() if parent is not None else None
+        component = _local(component_element.tag) if component_element is not None else "Device"
+        info = DataItemInfo(
+            id=item.get("id", ""),
+            name=item.get("name"),
+            category=(item.get("category") or "").upper(),
+            type=item.get("type", ""),
+            sub_type=item.get("subType"),
+            units=item.get("units"),
+            component=component,
+            component_id=component_element.get("id") if component_element is not None else None,
+            device_uuid=device_uuid,
+            device_name=device_name,
+            representation=item.get("representation"),
+        )
+        index[info.id] = info
+        items.append({
+            "id": info.id, "name": info.name, "category": info.category, "type": info.type,
+            "sub_type": info.sub_type, "units": info.units, "component": info.component,
+            "component_id": info.component_id,
+            "component_name": component_element.get("name") if component_element is not None else None,
+            "representation": info.representation,
+        })
+    return {
+        "agent": agent,
+        "instance_id": header.instance_id,
+        "device_uuid": device_uuid,
+        "device_name": device_name,
+        "device_id": device.get("id"),
+        "manufacturer": description.get("manufacturer") if description is not None else None,
+        "model": description.get("model") if description is not None else None,
+        "serial_number": description.get("serialNumber") if description is not None else None,
+        "description": (description.text or "").strip() if description is not None else None,
+        "mtconnect_version": version,
+        "data_items": items,
+        "device_xml": etree.tostring(device, encoding="unicode", with_tail=False),
+    }
+
+
+# --------------------------------------------------------------------------- timestamps
 
 _TS_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?$")
 
 
 def normalize_timestamp(text: str | None) -> str | None:
-    """ISO-8601 UTC with microseconds and `Z`, whatever the agent sent (no `Z`, 0–7 digits, offsets)."""
+    """ISO-8601 UTC with microseconds and `Z`, whatever the agent sent (no `Z`, 0–7+ digits, offsets).
+
+    Agents that omit the zone send UTC. Digits beyond the sixth are cut, not rounded (a
+    rounded value could move into the next second). Text that is not a timestamp at all
+    is returned unchanged, so nothing the agent said is lost.
+    """
     if not text:
         return None
     match = _TS_RE.match(text.strip())
@@ -270,20 +412,37 @@ def normalize_timestamp(text: str | None) -> str | None:
         return text
     base, fraction, zone = match.groups()
     fraction = ((fraction or "") + "000000")[:6]
-    if zone in (None, "Z", "+00:00", "+0000", "-00:00"):
+    if zone in (None, "Z", "+00:00", "+0000", "-00:00", "-0000"):
         return f"{base}.{fraction}Z"
-    moment = datetime.fromisoformat(f"{base}.{fraction}{zone[:3]}:{zone[-2:]}")
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        moment = datetime.fromisoformat(f"{base}.{fraction}{zone[:3]}:{zone[-2:]}")
+        return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    except (ValueError, OverflowError):  # e.g. a zone of +99:99, a 60th second, year 0000
+        return text
 
 
-_CAMEL_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-
-
-def _type_from_element(name: str) -> str:
-    return _CAMEL_RE.sub("_", name).upper()
-
+# --------------------------------------------------------------------------- Streams
 
 _CONTAINER_CATEGORY = {"Samples": "SAMPLE", "Events": "EVENT", "Condition": "CONDITION"}
+_SET_REPRESENTATIONS = frozenset(("DATA_SET", "TABLE"))
+_TIME_SERIES_REPRESENTATIONS = frozenset(("TIME_SERIES",))
+
+# Observation element tag -> (local name, TYPE, LEVEL, is a DataSet/Table, is a TimeSeries).
+# Tags come from the schema, so the cache stays small; the bound only guards against a
+# hostile agent inventing names.
+_TAG_CACHE: dict[Any, tuple[str, str, str, bool, bool]] = {}
+_TAG_CACHE_LIMIT = 8192
+
+
+def _tag_info(tag: Any) -> tuple[str, str, str, bool, bool]:
+    info = _TAG_CACHE.get(tag)
+    if info is None:
+        name = _local(tag)
+        info = (name, _type_from_element(name), name.upper(),
+                name.endswith(("DataSet", "Table")), name.endswith("TimeSeries"))
+        if len(_TAG_CACHE) < _TAG_CACHE_LIMIT:
+            _TAG_CACHE[tag] = info
+    return info
 
 
 @dataclass
@@ -297,12 +456,16 @@ class StreamsDocument:
 
 
 def _entries(element: etree._Element) -> dict[str, Any] | None:
-    """DataSet and Table values: {key: value}; a table's cells nest as {key: {cell key: value}}."""
-    entries = [child for child in element if _local(child.tag) == "Entry"]
-    if not entries:
-        return None
+    """DataSet and Table values: {key: value}; a table's cells nest as {key: {cell key: value}}.
+
+    An entry with `removed="true"` is None (the key was deleted).
+    """
     values: dict[str, Any] = {}
-    for entry in entries:
+    found = False
+    for entry in element:
+        if _local(entry.tag) != "Entry":
+            continue
+        found = True
         key = entry.get("key", "")
         if entry.get("removed", "").lower() == "true":
             values[key] = None
@@ -312,92 +475,172 @@ def _entries(element: etree._Element) -> dict[str, Any] | None:
             values[key] = {c.get("key", ""): (c.text or "").strip() for c in cells}
         else:
             values[key] = (entry.text or "").strip()
-    return values
+    return values if found else None
+
+
+def _sample_value(text: str | None) -> Any:
+    """`wire.sample_value`, with a fast path for the common single finite number."""
+    if text is None:
+        return None
+    try:
+        number = float(text)  # float() ignores surrounding whitespace and refuses inner spaces
+    except ValueError:
+        return wire.UNAVAILABLE if text == wire.UNAVAILABLE else wire.sample_value(text)
+    return number if math.isfinite(number) else text.strip()
+
+
+def _time_series(observation: dict[str, Any], sample_count: str | None, sample_rate: str | None) -> None:
+    value = observation["value"]
+    if isinstance(value, float):
+        observation["value"] = [value]
+    if sample_count is not None:
+        count = _unsigned(sample_count)
+        if count is not None:
+            observation["sample_count"] = count
+    if sample_rate is not None:
+        try:
+            rate = float(sample_rate)
+        except ValueError:
+            return
+        if math.isfinite(rate):
+            observation["sample_rate"] = rate
+
+
+def _bad_sequence(source: str, element: etree._Element, name: str, text: str) -> DocumentError:
+    return DocumentError(f"{source}: {name} sequence={text!r} is not a non-negative integer{_where(element)}")
+
+
+_BY_SEQUENCE = itemgetter("sequence")
+_MISSING: Any = object()
 
 
 def parse_streams(payload: bytes, agent: str, data_items: dict[str, DataItemInfo] | None = None,
                   source: str | None = None) -> StreamsDocument:
-    """Parse a current/sample response (or one streamed part) into wire observations."""
+    """Parse a current/sample response (or one streamed part) into wire observations.
+
+    Every element under `Samples`, `Events` or `Condition` that carries a `sequence` is one
+    observation (elements of any namespace, e.g. NIST's `x:Motion`). `data_items` (from
+    `parse_devices`) supplies types, names and units the Streams document leaves out.
+    """
     source = source or f"{agent}/sample"
     root = parse_xml(payload, source)
     raise_if_error(root, source)
     if root_kind(root) != "Streams":
         raise DocumentError(f"{source}: expected MTConnectStreams, got <{_local(root.tag)}>")
-    header = _header(root, source)
+    header = _header(root, source, _STREAMS_ESSENTIAL, _STREAMS_REQUIRED)
     data_items = data_items or {}
+    lookup = data_items.get
+    tag_cache = _TAG_CACHE
     observations: list[dict[str, Any]] = []
     append = observations.append
     instance_id = header.instance_id
-    for device_stream in root.iter("{*}DeviceStream", "DeviceStream"):
-        device_name = device_stream.get("name")
-        device_uuid = device_stream.get("uuid") or device_name
-        for component_stream in device_stream:
-            if _local(component_stream.tag) != "ComponentStream":
+    timestamps: dict[str, str | None] = {}
+    for streams in root:
+        if _local(streams.tag) != "Streams":
+            continue
+        for device_stream in streams:
+            if _local(device_stream.tag) != "DeviceStream":
                 continue
-            component = component_stream.get("component")
-            component_id = component_stream.get("componentId")
-            for container in component_stream:
-                category = _CONTAINER_CATEGORY.get(_local(container.tag))
-                if category is None:
+            device_name = device_stream.get("name")
+            device_uuid = device_stream.get("uuid") or device_name
+            for component_stream in device_stream:
+                if _local(component_stream.tag) != "ComponentStream":
                     continue
-                for element in container:
-                    get = element.get
-                    sequence = get("sequence")
-                    if sequence is None:
+                component = component_stream.get("component")
+                component_id = component_stream.get("componentId")
+                for container in component_stream:
+                    category = _CONTAINER_CATEGORY.get(_local(container.tag))
+                    if category is None:
                         continue
-                    element_name = _local(element.tag)
-                    data_item_id = get("dataItemId")
-                    info = data_items.get(data_item_id)
-                    text = element.text
-                    if category == "CONDITION":
-                        item_type = get("type") or (info.type if info else "")
-                    else:
-                        item_type = info.type if info else _type_from_element(element_name)
-                    observation = {
-                        "agent": agent,
-                        "instance_id": instance_id,
-                        "sequence": _int_or_none(sequence, f"{source}: {element_name} sequence"),
-                        "timestamp": normalize_timestamp(get("timestamp")),
-                        "device_uuid": device_uuid,
-                        "device_name": device_name,
-                        "component": component,
-                        "component_id": component_id,
-                        "data_item_id": data_item_id,
-                        "name": get("name") or (info.name if info else None),
-                        "category": category,
-                        "type": item_type,
-                        "sub_type": get("subType") or (info.sub_type if info else None),
-                        "units": info.units if info else None,
-                    }
-                    if category == "CONDITION":
-                        level = element_name.upper()
-                        observation["value"] = text.strip() if text and text.strip() else None
-                        observation["level"] = level
-                        observation["native_code"] = get("nativeCode")
-                        observation["native_severity"] = get("nativeSeverity")
-                        observation["qualifier"] = get("qualifier")
-                        observation["condition_id"] = get("conditionId")
-                    else:
-                        entries = _entries(element) if len(element) else None
-                        if entries is not None or get("count") is not None:
-                            observation["value"] = entries if entries is not None else {}
-                            if get("resetTriggered"):
-                                observation["reset_triggered"] = get("resetTriggered")
+                    is_condition = category == "CONDITION"
+                    for element in container:
+                        get = element.get
+                        sequence_text = get("sequence")
+                        if sequence_text is None:
+                            continue  # not an observation (e.g. an extension element without one)
+                        tag = element.tag
+                        tag_info = tag_cache.get(tag) or _tag_info(tag)
+                        if sequence_text.isdigit() and sequence_text.isascii():
+                            sequence = int(sequence_text)
+                        else:
+                            sequence = _unsigned(sequence_text)
+                            if sequence is None:
+                                raise _bad_sequence(source, element, tag_info[0], sequence_text)
+                        raw_time = get("timestamp")
+                        # Most agents already send microseconds and `Z`: that is the normal form.
+                        if raw_time is not None and len(raw_time) == 27 and raw_time[26] == "Z" \
+                                and raw_time[19] == ".":
+                            timestamp = raw_time
+                        else:
+                            timestamp = timestamps.get(raw_time, _MISSING)
+                            if timestamp is _MISSING:
+                                timestamp = timestamps[raw_time] = normalize_timestamp(raw_time)
+                        data_item_id = get("dataItemId")
+                        info = lookup(data_item_id)
+                        text = element.text
+                        if info is None:
+                            name = get("name")
+                            sub_type = get("subType")
+                            units = None
+                            item_type = get("type") or tag_info[1] if is_condition else tag_info[1]
+                        else:
+                            name = get("name") or info.name
+                            sub_type = get("subType") or info.sub_type
+                            units = info.units
+                            item_type = get("type") or info.type if is_condition else info.type
+                        observation = {
+                            "agent": agent,
+                            "instance_id": instance_id,
+                            "sequence": sequence,
+                            "timestamp": timestamp,
+                            "device_uuid": device_uuid,
+                            "device_name": device_name,
+                            "component": component,
+                            "component_id": component_id,
+                            "data_item_id": data_item_id,
+                            "name": name,
+                            "category": category,
+                            "type": item_type,
+                            "sub_type": sub_type,
+                            "units": units,
+                        }
+                        if is_condition:
+                            observation["value"] = text.strip() or None if text else None
+                            observation["level"] = tag_info[2]
+                            observation["native_code"] = get("nativeCode")
+                            observation["native_severity"] = get("nativeSeverity")
+                            observation["qualifier"] = get("qualifier")
+                            observation["condition_id"] = get("conditionId")
+                            append(observation)
+                            continue
+                        representation = info.representation if info is not None else None
+                        if tag_info[3] or len(element) or representation in _SET_REPRESENTATIONS:
+                            entries = _entries(element)
+                            if entries is not None:
+                                observation["value"] = entries
+                            elif tag_info[3] or representation in _SET_REPRESENTATIONS \
+                                    or get("count") is not None:
+                                stripped = text.strip() if text else ""
+                                observation["value"] = wire.UNAVAILABLE if stripped == wire.UNAVAILABLE else {}
+                            elif category == "SAMPLE":
+                                observation["value"] = _sample_value(text)
+                            else:
+                                observation["value"] = text.strip() if text is not None else ""
                         elif category == "SAMPLE":
-                            observation["value"] = wire.sample_value(text)
-                            if get("sampleCount") is not None:
-                                observation["sample_count"] = int(get("sampleCount"))
-                                if get("sampleRate") is not None:
-                                    observation["sample_rate"] = float(get("sampleRate"))
-                                if not isinstance(observation["value"], list) and isinstance(
-                                        observation["value"], float):
-                                    observation["value"] = [observation["value"]]
+                            observation["value"] = _sample_value(text)
+                            if tag_info[4] or representation in _TIME_SERIES_REPRESENTATIONS:
+                                _time_series(observation, get("sampleCount"), get("sampleRate"))
+                            else:
+                                sample_count = get("sampleCount")
+                                if sample_count is not None:
+                                    _time_series(observation, sample_count, get("sampleRate"))
                         else:
                             observation["value"] = text.strip() if text is not None else ""
-                        if get("resetTriggered") and "reset_triggered" not in observation:
-                            observation["reset_triggered"] = get("resetTriggered")
-                    append(observation)
-    observations.sort(key=lambda o: o["sequence"])
+                        reset = get("resetTriggered")
+                        if reset:
+                            observation["reset_triggered"] = reset
+                        append(observation)
+    observations.sort(key=_BY_SEQUENCE)
     return StreamsDocument(header=header, observations=observations)
 
 
@@ -405,3 +648,70 @@ def count_sequenced_elements(payload: bytes) -> int:
     """How many elements carry a `sequence` attribute: the observation count a parse must match."""
     root = parse_xml(payload, "count")
     return sum(1 for element in root.iter() if isinstance(element.tag, str) and element.get("sequence") is not None)
+
+
+# --------------------------------------------------------------------------- Assets
+
+
+@dataclass
+class AssetsDocument:
+    header: Header
+    assets: list[dict[str, Any]]
+    mtconnect_version: str | None = None
+
+
+def _asset(element: etree._Element) -> dict[str, Any]:
+    return {
+        "asset_id": element.get("assetId"),
+        "type": _local(element.tag),
+        "timestamp": normalize_timestamp(element.get("timestamp")),
+        "device_uuid": element.get("deviceUuid"),
+        "removed": (element.get("removed") or "").strip().lower() == "true",
+        "xml": etree.tostring(element, encoding="unicode", with_tail=False),
+    }
+
+
+def parse_assets(payload: bytes, agent: str, source: str | None = None) -> AssetsDocument:
+    """Parse an `assets` / `asset/<id>` response: one dict per child element of `<Assets>`.
+
+    Each asset dict has `asset_id`, `type` (the element's local name, e.g. `CuttingTool`),
+    `timestamp` (normalised like observations), `device_uuid`, `removed` (bool) and `xml`
+    (the asset element as the agent sent it). Only MTConnectAssets documents are agent
+    responses; a bare asset body (a root such as `<CuttingTool assetId=...>`, what an
+    adapter sends with `@ASSET@` or an HTTP PUT) is refused here: use `parse_asset_body`.
+    """
+    source = source or f"{agent}/assets"
+    root = parse_xml(payload, source)
+    raise_if_error(root, source)
+    kind = root_kind(root)
+    if kind != "Assets":
+        if root.get("assetId") is not None:
+            raise DocumentError(
+                f"{source}: <{kind}> is a bare asset body (what an adapter sends), not an "
+                f"MTConnectAssets response; parse it with parse_asset_body"
+            )
+        raise DocumentError(f"{source}: expected MTConnectAssets, got <{kind}>")
+    header = _header(root, source)
+    assets = [
+        _asset(element)
+        for container in _children(root, "Assets")
+        for element in container
+        if _local(element.tag)
+    ]
+    return AssetsDocument(header=header, assets=assets, mtconnect_version=_namespace_version(root) or header.version)
+
+
+def parse_asset_body(payload: bytes, source: str) -> dict[str, Any]:
+    """Parse one bare asset body (an adapter's `@ASSET@` payload, e.g. `<CuttingTool assetId=...>`).
+
+    Returns the same dict as an entry of `parse_assets(...).assets`. The root must carry an
+    `assetId` and must not be an MTConnect response document.
+    """
+    root = parse_xml(payload, source)
+    raise_if_error(root, source)
+    name = _local(root.tag)
+    if name.startswith("MTConnect"):
+        raise DocumentError(f"{source}: <{name}> is a response document, not a bare asset body")
+    if not root.get("assetId"):
+        raise DocumentError(f"{source}: <{name}> has no assetId; not an asset{_where(root)}")
+    return _asset(root)

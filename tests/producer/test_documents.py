@@ -7,11 +7,14 @@ import pytest
 from lxml import etree
 
 from producer import wire
+from producer.mtconnect import documents
 from producer.mtconnect.documents import (
     AgentError,
     DocumentError,
     count_sequenced_elements,
     normalize_timestamp,
+    parse_asset_body,
+    parse_assets,
     parse_devices,
     parse_streams,
 )
@@ -105,23 +108,284 @@ def test_malformed_document_error_names_source_and_position(shared_data):
     assert "http://agent/sample" in str(raised.value) and "line" in str(raised.value)
 
 
-def test_entities_are_not_expanded():
-    hostile = b"""<?xml version="1.0"?>
-<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>
-<MTConnectStreams><Header instanceId="1" nextSequence="2" firstSequence="1" lastSequence="1"/>
-<Streams><DeviceStream name="d" uuid="u"><ComponentStream component="Device" componentId="d">
-<Events><Message dataItemId="m" sequence="1" timestamp="2020-01-01T00:00:00Z">&lol2;</Message></Events>
-</ComponentStream></DeviceStream></Streams></MTConnectStreams>"""
-    document = parse_streams(hostile, "http://agent")
-    assert "lollol" not in (document.observations[0]["value"] or "")
-
-
 @pytest.mark.parametrize("text, expected", [
     ("2021-02-11T20:45:18.484534", "2021-02-11T20:45:18.484534Z"),
     ("2016-11-16T20:29:56.063Z", "2016-11-16T20:29:56.063000Z"),
     ("2016-05-13T17:35:52.5056471Z", "2016-05-13T17:35:52.505647Z"),
     ("2016-05-13T17:35:52Z", "2016-05-13T17:35:52.000000Z"),
     ("2016-05-13T19:35:52.1+02:00", "2016-05-13T17:35:52.100000Z"),
+    ("2009-03-30T15:18:50-07:00", "2009-03-30T22:18:50.000000Z"),
+    ("2016-05-13T17:35:52.1234567", "2016-05-13T17:35:52.123456Z"),
+    # Not a usable time: kept as the agent sent it, never an exception.
+    ("2016-05-13T17:35:52+99:99", "2016-05-13T17:35:52+99:99"),
+    ("yesterday", "yesterday"),
 ])
 def test_timestamps_normalise_to_utc_microseconds(text, expected):
     assert normalize_timestamp(text) == expected
+
+
+# ----------------------------------------------------------------------------- hardening
+
+def _secret_file(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-4a7c1e")
+    return secret
+
+
+def _out_xml(shared_data) -> bytes:
+    return (shared_data / "cppagent" / "simulator-removed-2023" / "out.xml").read_bytes()
+
+
+def _with_doctype(real: bytes, doctype: str, text_entity: str | None = None) -> bytes:
+    """A real document with a DOCTYPE slipped in before its root, optionally referencing an
+    entity in the first event's text. (No recorded document has a DOCTYPE: MTConnect agents
+    never send one; these are the attacks the parser must survive.)"""
+    head, sep, rest = real.partition(b"<MTConnectStreams")
+    payload = head + doctype.encode() + b"\n" + sep + rest
+    if text_entity:
+        payload = payload.replace(b">AVAILABLE</Availability>", f">&{text_entity};</Availability>".encode(), 1)
+    return payload
+
+
+def test_billion_laughs_is_refused_quickly(shared_data):
+    import time
+    laughs = '<!ENTITY lol0 "lollollollollollollollollollol">' + "".join(
+        f'<!ENTITY lol{i} "{("&lol%d;" % (i - 1)) * 10}">' for i in range(1, 10))
+    payload = _with_doctype(_out_xml(shared_data), f"<!DOCTYPE MTConnectStreams [{laughs}]>", "lol9")
+    started = time.perf_counter()
+    with pytest.raises(DocumentError) as raised:
+        parse_streams(payload, "http://bomb")
+    assert time.perf_counter() - started < 2
+    assert "http://bomb/sample" in str(raised.value)
+
+
+@pytest.mark.parametrize("doctype, entity", [
+    ('<!DOCTYPE MTConnectStreams [<!ENTITY xxe SYSTEM "file://{secret}">]>', "xxe"),
+    ('<!DOCTYPE MTConnectStreams [<!ENTITY % p SYSTEM "file://{secret}"> %p;]>', None),
+    ('<!DOCTYPE MTConnectStreams SYSTEM "file://{secret}">', None),
+    ('<!DOCTYPE MTConnectStreams [<!ENTITY xxe SYSTEM "http://127.0.0.1:9/x">]>', "xxe"),
+], ids=["general-entity", "parameter-entity", "external-dtd", "network-entity"])
+def test_external_entities_are_refused_and_leak_nothing(shared_data, tmp_path, doctype, entity):
+    secret = _secret_file(tmp_path)
+    payload = _with_doctype(_out_xml(shared_data), doctype.format(secret=secret), entity)
+    for parse in (lambda: parse_streams(payload, "http://xxe"), lambda: count_sequenced_elements(payload)):
+        with pytest.raises(DocumentError) as raised:
+            parse()
+        assert "TOP-SECRET" not in str(raised.value)
+
+
+def test_external_entity_in_an_attribute_is_refused(shared_data, tmp_path):
+    secret = _secret_file(tmp_path)
+    payload = _with_doctype(_out_xml(shared_data), f'<!DOCTYPE MTConnectStreams [<!ENTITY xxe SYSTEM "file://{secret}">]>')
+    payload = payload.replace(b'name="avail"', b'name="&xxe;"', 1)
+    with pytest.raises(DocumentError) as raised:
+        parse_streams(payload, "http://xxe")
+    assert "TOP-SECRET" not in str(raised.value)
+
+
+def test_xinclude_is_inert(shared_data, tmp_path):
+    secret = _secret_file(tmp_path)
+    payload = _out_xml(shared_data).replace(
+        b">AVAILABLE</Availability>",
+        f'><xi:include xmlns:xi="http://www.w3.org/2001/XInclude" href="{secret}" parse="text"/></Availability>'.encode(), 1)
+    document = parse_streams(payload, "http://xinclude")
+    assert not any("TOP-SECRET" in str(o["value"]) for o in document.observations)
+    assert len(document.observations) == 242
+
+
+def test_documents_over_the_size_bound_are_refused(shared_data, monkeypatch):
+    payload = _out_xml(shared_data)
+    monkeypatch.setattr(documents, "MAX_DOCUMENT_BYTES", len(payload) - 1)
+    with pytest.raises(DocumentError, match="exceeds"):
+        parse_streams(payload, "http://big")
+    monkeypatch.setattr(documents, "MAX_DOCUMENT_BYTES", len(payload))
+    assert len(parse_streams(payload, "http://big").observations) == 242
+
+
+@pytest.mark.parametrize("payload", [b"", b"   ", b"not xml", b"\xff\xfe\x00", b"<a>", "<MTConnectStreams/>"])
+def test_junk_is_a_document_error(payload):
+    with pytest.raises(DocumentError) as raised:
+        parse_streams(payload, "http://junk")
+    assert "http://junk/sample" in str(raised.value)
+
+
+# ----------------------------------------------------------------------------- headers
+
+def _replace_once(payload: bytes, old: bytes, new: bytes) -> bytes:
+    assert old in payload
+    return payload.replace(old, new, 1)
+
+
+@pytest.mark.parametrize("old, new, field", [
+    (b'nextSequence="10050"', b'nextSequence="String"', "nextSequence"),
+    (b'firstSequence="1"', b'firstSequence="-1"', "firstSequence"),
+    (b'lastSequence="10049"', b'lastSequence="1e4"', "lastSequence"),
+    (b'instanceId="1475083573"', b'instanceId=""', "instanceId"),
+    (b'nextSequence="10050"', b'', "nextSequence"),
+    (b'name="avail" sequence="31"', b'name="avail" sequence="3l"', "sequence"),
+])
+def test_a_bad_sequence_field_of_a_streams_document_names_source_field_and_line(shared_data, old, new, field):
+    payload = _replace_once(_sample_page(shared_data, 1), old, new)
+    with pytest.raises(DocumentError) as raised:
+        parse_streams(payload, "http://agent", source="http://agent/sample?from=1")
+    message = str(raised.value)
+    assert "http://agent/sample?from=1" in message and field in message and "line" in message
+
+
+def test_a_placeholder_in_a_non_essential_header_attribute_leaves_the_document_usable(shared_data):
+    page = _replace_once(_sample_page(shared_data, 1), b'bufferSize="131072"', b'bufferSize="String"')
+    document = parse_streams(page, "http://agent")
+    assert document.header.buffer_size is None and document.header.invalid == ("bufferSize='String'",)
+    assert document.header.next_sequence == 10050 and len(document.observations) == 10049
+    # cppagent's extension.xml sample carries XMLSpy placeholders: instanceId="String".
+    devices = parse_devices(
+        (shared_data / "cppagent" / "test_package" / "resources" / "samples" / "extension.xml").read_bytes(), "file")
+    assert devices.header.instance_id is None and "instanceId='String'" in devices.header.invalid
+    assert [(i["component"], i["type"]) for i in devices.devices[0]["data_items"]] == [("Pump", "x:FLOW")]
+
+
+def test_sequences_beyond_64_bits_are_kept_exactly(shared_data):
+    huge = 2**64 + 12345
+    payload = _replace_once(_out_xml(shared_data), b'sequence="367917330"', f'sequence="{huge}"'.encode())
+    payload = _replace_once(payload, b'nextSequence="367946996"', f'nextSequence="{huge + 1}"'.encode())
+    document = parse_streams(payload, "http://agent")
+    assert document.observations[-1]["sequence"] == huge and document.observations[-1]["native_code"] == "3AA"
+    assert document.header.next_sequence == huge + 1
+
+
+def test_mtconnect_version_is_the_document_schema_version(shared_data):
+    # nist.xml comes from agent 1.4.0.10 (Header@version) writing Devices 1.3 documents.
+    document = parse_devices((shared_data / "cppagent" / "simulator-removed-2023" / "nist.xml").read_bytes(), "a")
+    assert document.header.version == "1.4.0.10" and document.mtconnect_version == "1.3"
+    bare = parse_devices((shared_data / "cppagent" / "test_package" / "resources" / "samples" / "NoNamespace.xml")
+                         .read_bytes(), "a")
+    assert bare.mtconnect_version == bare.header.version == "1.1"
+
+
+# ----------------------------------------------------------------------------- errors
+
+# No recorded agent answered with the MTConnect 2.6 error entities (cppagent writes them from
+# 2.6 on); this minimal document follows cppagent's Error entity: the element names the
+# error, errorCode is an optional attribute, ErrorMessage/URI/Request/QueryParameter children.
+ERROR_2_6 = b"""<?xml version="1.0" encoding="UTF-8"?>
+<MTConnectError xmlns="urn:mtconnect.org:MTConnectError:2.6">
+  <Header creationTime="2026-01-01T00:00:00Z" sender="agent" instanceId="1700000000" version="2.6.0.1" bufferSize="131072"/>
+  <Errors>
+    <OutOfRange>
+      <ErrorMessage>'from' must be greater than 4871368</ErrorMessage>
+      <URI>/sample?from=1</URI>
+      <Request>sample</Request>
+      <QueryParameter name="from"><Value>1</Value><Minimum>4871368</Minimum><Maximum>4999999</Maximum></QueryParameter>
+    </OutOfRange>
+    <InvalidURI errorCode="INVALID_URI"><ErrorMessage>no such path</ErrorMessage></InvalidURI>
+    <InvalidXPath><ErrorMessage>bad path</ErrorMessage></InvalidXPath>
+  </Errors>
+</MTConnectError>"""
+
+
+def test_schema_2_6_error_entities_give_the_same_codes_as_error_elements():
+    for parse in (parse_streams, parse_devices, parse_assets):
+        with pytest.raises(AgentError) as raised:
+            parse(ERROR_2_6, "http://agent26")
+        error = raised.value
+        assert error.codes == {"OUT_OF_RANGE", "INVALID_URI", "INVALID_XPATH"}
+        assert error.instance_id == 1700000000 and "http://agent26" in str(error)
+    out_of_range = error.entries[0]
+    assert out_of_range.element == "OutOfRange" and out_of_range.message == "'from' must be greater than 4871368"
+    assert out_of_range.uri == "/sample?from=1" and out_of_range.request == "sample"
+    assert out_of_range.query_parameters == {"from": {"Value": "1", "Minimum": "4871368", "Maximum": "4999999"}}
+
+
+def test_recorded_error_element_keeps_its_code_message_and_instance(shared_data):
+    payload = (shared_data / "cppagent" / "extracted" / "IntelAgent-2.0.0.1-MTConnectError-OUT_OF_RANGE.xml").read_bytes()
+    with pytest.raises(AgentError) as raised:
+        parse_devices(payload, "http://intel")
+    assert raised.value.errors == [("OUT_OF_RANGE", "'at' must be greater than 4871368")]
+    assert raised.value.instance_id == 1649989201 and raised.value.entries[0].element == "Error"
+
+
+def test_oldest_error_style_without_errors_container():
+    # MTConnect 1.0.1 and earlier: one <Error> straight under the root, no namespace
+    # (minimal; no recorded document of that age).
+    payload = (b'<MTConnectError><Header instanceId="7"/>'
+               b'<Error errorCode="NO_DEVICE">Could not find the device</Error></MTConnectError>')
+    with pytest.raises(AgentError) as raised:
+        parse_streams(payload, "http://old")
+    assert raised.value.codes == {"NO_DEVICE"} and raised.value.instance_id == 7
+
+
+# ----------------------------------------------------------------------------- values
+
+# No recorded Streams document has DataSet or Table observations (their device models do,
+# cppagent's tests build the streams in code); these are the smallest documents showing the
+# value shapes the desktop relies on.
+DATA_SET_STREAMS = b"""<MTConnectStreams xmlns="urn:mtconnect.org:MTConnectStreams:2.2">
+<Header instanceId="1" firstSequence="1" lastSequence="5" nextSequence="6"/>
+<Streams><DeviceStream name="d" uuid="u"><ComponentStream component="Path" componentId="p">
+<Events>
+ <VariableDataSet dataItemId="v" sequence="4" timestamp="2024-01-01T00:00:01Z" count="3" resetTriggered="DAY">
+  <Entry key="a">1</Entry><Entry key="b" removed="true"/><Entry key="c">text</Entry></VariableDataSet>
+ <WorkOffsetTable dataItemId="w" sequence="2" timestamp="2024-01-01T00:00:02Z" count="1">
+  <Entry key="G54"><Cell key="X">1.5</Cell><Cell key="Y">-2</Cell></Entry><Entry key="G55" removed="true"/></WorkOffsetTable>
+ <VariableDataSet dataItemId="v" sequence="1" timestamp="2024-01-01T00:00:00Z">UNAVAILABLE</VariableDataSet>
+ <VariableDataSet dataItemId="v" sequence="5" timestamp="2024-01-01T00:00:03Z" count="0"/>
+</Events>
+<Condition>
+ <Warning dataItemId="c" sequence="3" timestamp="2024-01-01T00:00:00.5Z" type="TEMPERATURE"
+   nativeCode="T1" nativeSeverity="2" qualifier="HIGH" conditionId="T1">hot</Warning>
+</Condition>
+</ComponentStream></DeviceStream></Streams></MTConnectStreams>"""
+
+
+def test_data_set_and_table_values():
+    observations = parse_streams(DATA_SET_STREAMS, "a").observations
+    assert [o["sequence"] for o in observations] == [1, 2, 3, 4, 5]
+    by_sequence = {o["sequence"]: o for o in observations}
+    assert by_sequence[1]["value"] == wire.UNAVAILABLE
+    assert by_sequence[2]["value"] == {"G54": {"X": "1.5", "Y": "-2"}, "G55": None}
+    assert by_sequence[2]["type"] == "WORK_OFFSET_TABLE"
+    assert by_sequence[4]["value"] == {"a": "1", "b": None, "c": "text"}
+    assert by_sequence[4]["reset_triggered"] == "DAY"
+    assert by_sequence[5]["value"] == {}
+    warning = by_sequence[3]
+    assert {f: warning[f] for f in wire.CONDITION_FIELDS} == {
+        "level": "WARNING", "native_code": "T1", "native_severity": "2", "qualifier": "HIGH", "condition_id": "T1"}
+    assert warning["timestamp"] == "2024-01-01T00:00:00.500000Z" and warning["type"] == "TEMPERATURE"
+    for observation in observations:
+        assert set(wire.OBSERVATION_FIELDS) <= set(observation)
+        assert wire.decode(wire.encode(observation)) == observation
+
+
+def test_time_series_with_a_bad_sample_count_keeps_its_values(shared_data):
+    payload = (shared_data / "hivemq-edge" / "streams" / "streams-1-5.xml").read_bytes()
+    payload = _replace_once(payload, b'sampleCount="10" sampleRate="100"', b'sampleCount="ten" sampleRate="NaN"')
+    series = [o for o in parse_streams(payload, "a").observations if o["type"] == "VOLT_AMPERE_TIME_SERIES"]
+    assert len(series) == 4 and len(series[0]["value"]) == 10
+    assert "sample_count" not in series[0] and "sample_rate" not in series[0]
+    assert series[1]["sample_count"] == 10 and series[1]["sample_rate"] == 100.0
+
+
+# ----------------------------------------------------------------------------- assets
+
+def test_assets_document_gives_each_asset(shared_data):
+    document = parse_assets((shared_data / "cppagent" / "test_package" / "resources" / "asset3.xml").read_bytes(),
+                            "http://agent")
+    assert document.header.asset_count == 2 and document.mtconnect_version == "1.2"
+    (asset,) = document.assets
+    assert asset["asset_id"] == "KSSP300R4SD43L240.1" and asset["type"] == "CuttingTool"
+    assert asset["removed"] is True and asset["timestamp"] == "2011-05-11T13:55:22.000000Z"
+    assert etree.fromstring(asset["xml"]).get("assetId") == asset["asset_id"]
+
+
+def test_bare_asset_body_is_not_an_agent_response(shared_data):
+    payload = (shared_data / "cppagent" / "test_package" / "resources" / "cutting_tool_archetype.xml").read_bytes()
+    with pytest.raises(DocumentError, match="bare asset body"):
+        parse_assets(payload, "http://agent")
+    asset = parse_asset_body(payload, "adapter")
+    assert asset == {
+        "asset_id": "KSSP300R4SD43L240", "type": "CuttingToolArchetype",
+        "timestamp": "2001-12-17T09:30:47.000000Z", "device_uuid": "7800f530-34a9", "removed": False,
+        "xml": asset["xml"],
+    }
+    with pytest.raises(DocumentError, match="not a bare asset body"):
+        parse_asset_body((shared_data / "hivemq-edge" / "assets" / "assets-1-2.xml").read_bytes(), "adapter")
