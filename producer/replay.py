@@ -9,6 +9,10 @@ observations over the real MTConnect REST protocol on 127.0.0.1: `probe`, `curre
 sequence again at 1, so the producer's resume, gap and restart handling can be exercised
 against the same protocol a real agent speaks. `python -m producer replay` runs it from the
 command line (`add_replay_arguments` / `run_replay_cli`).
+
+Two options make it behave like other agents in tests: `no_stream` (`--no-stream`) turns it
+into an agent that cannot stream (it ignores `interval` and answers a plain document), and
+`tls_cert`/`tls_key` (`--tls-cert`/`--tls-key`) serve HTTPS, with the URL naming `localhost`.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import math
 import secrets
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -64,6 +69,10 @@ XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 LOOP_GAP_S = 1.0
 # Records released per lock hold at `max` speed, so readers are never starved.
 MAX_BATCH = 1000
+# The host name in the URL of an HTTPS agent: the name its test certificate is issued for.
+TLS_HOST = "localhost"
+# A client that connects over TLS but never finishes the handshake holds no thread longer than this.
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 _STATUS = {
     "OUT_OF_RANGE": 404,
@@ -192,6 +201,12 @@ class ReplayAgent:
     of day on each recorded day) overrides it. `limit` caps the number of replayed records
     (the startup UNAVAILABLE and snapshot observations are not counted); at `max` speed
     without a limit each day plays once, otherwise days loop.
+
+    `no_stream=True` makes an agent that cannot stream: `interval` and `heartbeat` are ignored
+    and `sample`/`current` always answer one plain document, as some older or proxied agents
+    do. `tls_cert` (PEM certificate chain) and `tls_key` (its PEM private key; omit it when
+    the cert file holds the key too) serve HTTPS on the same port; `url` then reads
+    `https://localhost:PORT`, so the certificate must be issued for `localhost`.
     """
 
     def __init__(
@@ -204,6 +219,9 @@ class ReplayAgent:
         limit: int | None = None,
         start_time: str | None = None,
         host: str = "127.0.0.1",
+        no_stream: bool = False,
+        tls_cert: Path | str | None = None,
+        tls_key: Path | str | None = None,
     ):
         if buffer_size < 1:
             raise ValueError("buffer_size must be at least 1")
@@ -213,6 +231,15 @@ class ReplayAgent:
         self.buffer_size = int(buffer_size)
         self.limit = limit
         self.host = host
+        self.no_stream = bool(no_stream)
+        if tls_key is not None and tls_cert is None:
+            raise ValueError("tls_key needs tls_cert")
+        self._tls_context: ssl.SSLContext | None = None
+        if tls_cert is not None:
+            # Loaded here, so a missing or mismatched file fails before anything starts.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls_cert), str(tls_key) if tls_key is not None else None)
+            self._tls_context = context
         self._requested_port = port
         self.data: ReplayData = load_replay_data(data_dir)
         self._items: tuple[DataItemInfo, ...] = self.data.data_items
@@ -245,7 +272,7 @@ class ReplayAgent:
         with self._lifecycle:
             if self._server is not None:
                 return self
-            self._server = _AgentServer((self.host, self._requested_port), self)
+            self._server = _AgentServer((self.host, self._requested_port), self, self._tls_context)
             with self._changed:
                 self._closing = False
             self._reset(int(time.time()))
@@ -307,7 +334,13 @@ class ReplayAgent:
         return self._server.server_address[1]
 
     @property
+    def tls(self) -> bool:
+        return self._tls_context is not None
+
+    @property
     def url(self) -> str:
+        if self._tls_context is not None:
+            return f"https://{TLS_HOST}:{self.port}"
         return f"http://{self.host}:{self.port}"
 
     @property
@@ -731,12 +764,16 @@ class _AgentServer(ThreadingHTTPServer):
     block_on_close = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], agent: ReplayAgent):
+    def __init__(self, address: tuple[str, int], agent: ReplayAgent, tls: ssl.SSLContext | None = None):
         self.agent = agent
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         self._closing = False
         super().__init__(address, _AgentRequestHandler)
+        if tls is not None:
+            # Accepted connections come out as TLS sockets; each one's handshake runs in its
+            # request thread (see _AgentRequestHandler.setup), never in the accepting one.
+            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
 
     def track(self, connection: socket.socket, active: bool) -> None:
         with self._connections_lock:
@@ -778,6 +815,15 @@ class _AgentRequestHandler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.server.track(self.connection, True)
+        if isinstance(self.connection, ssl.SSLSocket):
+            try:
+                self.connection.settimeout(TLS_HANDSHAKE_TIMEOUT_S)
+                self.connection.do_handshake()
+                self.connection.settimeout(self.timeout)
+            except BaseException:
+                # finish() does not run when setup() fails; a refused certificate ends here.
+                self.server.track(self.connection, False)
+                raise
 
     def finish(self) -> None:
         try:
@@ -835,7 +881,7 @@ class _AgentRequestHandler(BaseHTTPRequestHandler):
 
     def _current(self, agent: ReplayAgent, device: DeviceInfo | None, query: dict[str, str]) -> None:
         at = _int_param(query, "at", None, 0)
-        interval = _int_param(query, "interval", None, 0, 2**31 - 1)
+        interval = None if agent.no_stream else _int_param(query, "interval", None, 0, 2**31 - 1)
         items = agent.device_items(device)
         if interval is not None:
             if at is not None:
@@ -847,9 +893,12 @@ class _AgentRequestHandler(BaseHTTPRequestHandler):
     def _sample(self, agent: ReplayAgent, device: DeviceInfo | None, query: dict[str, str]) -> None:
         from_sequence = _int_param(query, "from", None, 0)
         count = _int_param(query, "count", DEFAULT_COUNT, 1, agent.buffer_size)
+        items = agent.device_items(device)
+        if agent.no_stream:  # an agent that cannot stream: interval/heartbeat are unknown to it
+            self._send_document(agent.streams_document(agent.sample_page(from_sequence, count, items)))
+            return
         interval = _int_param(query, "interval", None, 0, 2**31 - 1)
         heartbeat = _int_param(query, "heartbeat", DEFAULT_HEARTBEAT_MS, 10, 600_000)
-        items = agent.device_items(device)
         if interval is None:
             self._send_document(agent.streams_document(agent.sample_page(from_sequence, count, items)))
             return
@@ -1009,10 +1058,22 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
         help="start every recording at this UTC time of its day (a device whose day has no such time starts at its beginning)",
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="folder with Devices.xml and SHDR day files (default: resources/replay)")
+    parser.add_argument(
+        "--no-stream", action="store_true",
+        help="behave like an agent that cannot stream: ignore 'interval' and answer plain sample documents",
+    )
+    parser.add_argument(
+        "--tls-cert", metavar="PEM", type=Path, default=None,
+        help=f"serve HTTPS with this certificate chain (issued for '{TLS_HOST}'; the URL then names {TLS_HOST})",
+    )
+    parser.add_argument(
+        "--tls-key", metavar="PEM", type=Path, default=None,
+        help="the private key of --tls-cert (not needed when the --tls-cert file holds the key too)",
+    )
 
 
 def run_replay_cli(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM/SIGINT; prints `listening=http://127.0.0.1:PORT` once ready."""
+    """Serve until SIGTERM/SIGINT; prints `listening=http://127.0.0.1:PORT` (or https://localhost:PORT) once ready."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop_requested = threading.Event()
@@ -1036,6 +1097,9 @@ def run_replay_cli(args: argparse.Namespace) -> int:
                 data_dir=args.data_dir,
                 limit=args.limit,
                 start_time=args.start,
+                no_stream=getattr(args, "no_stream", False),
+                tls_cert=getattr(args, "tls_cert", None),
+                tls_key=getattr(args, "tls_key", None),
             )
             agent.start()
         except (OSError, ValueError) as error:

@@ -1,13 +1,19 @@
 """HTTP client for one MTConnect agent: probe, current, sample and the multipart sample stream.
 
 The stream reader understands `multipart/x-mixed-replace` and `multipart/mixed` with any
-boundary, parts framed by `Content-length` or only by the next boundary, carried in
-chunked or plain bodies. Every part is parsed into a `StreamsDocument`; an
+boundary (quoted or not), parts framed by `Content-length` or only by the next boundary,
+carried in chunked or plain bodies. Every part is parsed into a `StreamsDocument`; an
 `MTConnectError` part or response raises `AgentError` whatever the HTTP status was.
+An agent that cannot stream (it answers `sample?interval=` with a plain document) is
+polled with `sample?from=&count=` instead, behind the same `stream()` iterator.
 """
 from __future__ import annotations
 
+import logging
 import re
+import ssl
+import threading
+import time
 from typing import Iterator
 
 import requests
@@ -21,8 +27,12 @@ from producer.mtconnect.documents import (
     parse_streams,
 )
 
+log = logging.getLogger(__name__)
+
 DEFAULT_TIMEOUT = (5.0, 30.0)
 MAX_PART_BYTES = 64 * 1024 * 1024
+# The shortest pause between two polls of an agent that cannot stream (interval=0 would spin).
+MIN_POLL_INTERVAL_MS = 10
 
 
 class AgentUnreachable(ConnectionError):
@@ -39,6 +49,8 @@ class AgentClient:
         self.timeout = timeout
         self._session = session
         self._open_stream: requests.Response | None = None
+        self._abort: threading.Event | None = None  # set by abort_stream() for the running stream()
+        self._polling_logged = False
         self.data_items: dict[str, DataItemInfo] = {}
 
     @property
@@ -49,7 +61,17 @@ class AgentClient:
         return self._session
 
     def abort_stream(self) -> None:
-        """Unblock a `stream()` read from another thread (used by a prompt shutdown)."""
+        """End the running `stream()` promptly, from another thread (used by a prompt shutdown).
+
+        Whatever the stream is doing, its iterator then ends without an exception: a blocked
+        multipart read is woken by shutting its socket down, the wait between two polls is cut
+        short (an in-flight poll request finishes first), and a stream still connecting ends as
+        soon as its request returns. It ends this client's most recent `stream()`; a
+        `stream()` created afterwards is not affected.
+        """
+        abort = self._abort
+        if abort is not None:
+            abort.set()
         response = self._open_stream
         if response is not None:
             try:
@@ -72,6 +94,14 @@ class AgentClient:
         url = f"{self.base_url}/{path}"
         try:
             return self.session.get(url, params=params, timeout=self.timeout, verify=self.verify, stream=stream)
+        except requests.exceptions.SSLError as exc:
+            verify_error = _certificate_error(exc)
+            if verify_error is not None:
+                raise AgentUnreachable(
+                    f"{url}: the agent's TLS certificate could not be verified ({verify_error}); "
+                    f"trust its CA with verify=<CA file>, or turn verification off with verify=False"
+                ) from exc
+            raise AgentUnreachable(f"{url}: TLS failed: {exc}") from exc
         except requests.RequestException as exc:
             raise AgentUnreachable(f"{url}: {type(exc).__name__}: {exc}") from exc
 
@@ -81,9 +111,12 @@ class AgentClient:
                 body = response.content
             except requests.RequestException as exc:
                 raise AgentUnreachable(f"{response.url}: reading the response failed: {exc}") from exc
-        if response.status_code >= 500:
+        # An MTConnectError document is the answer whatever the status (agents use 200, 400,
+        # 404 and 500); only a 5xx without an XML body means the agent itself is in trouble.
+        looks_like_xml = body.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"<")
+        if response.status_code >= 500 and not looks_like_xml:
             raise AgentUnreachable(f"{response.url}: HTTP {response.status_code}")
-        if not body.lstrip().startswith(b"<"):
+        if not looks_like_xml:
             raise DocumentError(f"{response.url}: HTTP {response.status_code}, not an XML document")
         return body
 
@@ -106,32 +139,153 @@ class AgentClient:
                heartbeat_ms: int = 10000) -> Iterator[StreamsDocument]:
         """Follow `sample?from=&interval=` as a multipart stream, one document per part.
 
-        Ends when the agent closes the stream. If the agent answers with a plain document
-        (it cannot stream), that one document is yielded and the iterator ends, so the
-        caller can fall back to polling.
+        Parts come in sequence order, each starting where the previous one ended; a part
+        without observations is a heartbeat. The iterator ends when the agent closes the
+        stream (idle timeout, restart: resume from your cursor) or `abort_stream()` is called.
+        An `MTConnectError` part raises `AgentError`, a broken connection `AgentUnreachable`.
+
+        If the agent cannot stream (it answers with a plain document), that document is
+        yielded and the agent is then polled with `sample?from=<nextSequence>&count=<count>`:
+        at once while it has more than a page waiting, else every `interval_ms`. Every page
+        with observations is yielded, and an empty one at least every `heartbeat_ms` as a
+        heartbeat. Polling goes on until the agent errors, the connection fails, the
+        agent's instanceId changes (the iterator ends, as a stream does when an agent
+        restarts) or `abort_stream()` is called.
         """
+        abort = threading.Event()
+        self._abort = abort
+        return self._stream(abort, from_sequence, count, interval_ms, heartbeat_ms)
+
+    def _stream(self, abort: threading.Event, from_sequence: int, count: int, interval_ms: int,
+                heartbeat_ms: int) -> Iterator[StreamsDocument]:
         params = {"from": from_sequence, "count": count, "interval": interval_ms, "heartbeat": heartbeat_ms}
-        response = self._get("sample", params, stream=True)
         source = f"{self.base_url}/sample?from={from_sequence}&interval={interval_ms}"
-        self._open_stream = response
-        with response:
-            content_type = response.headers.get("Content-Type", "")
-            boundary = _boundary(content_type)
+        try:
+            try:
+                response = self._get("sample", params, stream=True)
+            except AgentUnreachable:
+                if abort.is_set():
+                    return
+                raise
+            if abort.is_set():
+                response.close()
+                return
+            boundary = _boundary(response.headers.get("Content-Type", ""))
             if boundary is None:
-                yield parse_streams(self._body(response), self.base_url, self.data_items, source=source)
+                first = parse_streams(self._body(response), self.base_url, self.data_items, source=source)
+            else:
+                with response:
+                    self._open_stream = response
+                    if abort.is_set():  # abort_stream() ran before it could see this response
+                        return
+                    try:
+                        for part in _multipart_parts(response, boundary, source):
+                            yield parse_streams(part, self.base_url, self.data_items, source=source)
+                            if abort.is_set():
+                                return
+                    except AgentUnreachable:
+                        if abort.is_set():
+                            return  # the broken read is the abort itself
+                        raise
+                return
+            yield first
+            if abort.is_set():
+                return
+            yield from self._poll(abort, first, from_sequence, count, interval_ms, heartbeat_ms)
+        finally:
+            if self._abort is abort:
+                self._abort = None
+                self._open_stream = None
+
+    def _poll(self, abort: threading.Event, first: StreamsDocument, from_sequence: int, count: int,
+              interval_ms: int, heartbeat_ms: int) -> Iterator[StreamsDocument]:
+        """The stream of an agent that cannot stream: `sample?from=&count=` pages, polled."""
+        if not self._polling_logged:
+            self._polling_logged = True
+            log.info("agent=%s event=polling_fallback interval_ms=%d: the agent answered sample?interval= "
+                     "with a plain document, so it is polled with sample?from=&count= instead",
+                     self.base_url, interval_ms)
+        else:
+            log.debug("agent=%s event=polling_fallback", self.base_url)
+        instance_id = first.header.instance_id
+        next_from = _next_from(first, from_sequence)
+        caught_up = _caught_up(first, count)
+        pause_s = max(interval_ms, MIN_POLL_INTERVAL_MS) / 1000.0
+        heartbeat_s = heartbeat_ms / 1000.0
+        last_yield = time.monotonic()
+        while True:
+            if abort.wait(pause_s) if caught_up else abort.is_set():
                 return
             try:
-                for part in _multipart_parts(response, boundary, source):
-                    yield parse_streams(part, self.base_url, self.data_items, source=source)
-            finally:
-                self._open_stream = None
+                page = self.sample(next_from, count)
+            except AgentUnreachable:
+                if abort.is_set():
+                    return
+                raise
+            if abort.is_set():
+                return
+            page_instance = page.header.instance_id
+            if instance_id is not None and page_instance is not None and page_instance != instance_id:
+                log.info("agent=%s event=polling_ended reason=instance_changed old_instance=%s new_instance=%s",
+                         self.base_url, instance_id, page_instance)
+                return  # as a stream ends when its agent restarts; the caller sees the new instance
+            caught_up = _caught_up(page, count)
+            next_from = _next_from(page, next_from)
+            now = time.monotonic()
+            if page.observations or now - last_yield >= heartbeat_s:
+                last_yield = now
+                yield page
+
+
+def _next_from(page: StreamsDocument, current: int) -> int:
+    """Where the page after `page` starts; never before `current` (no page is read twice)."""
+    if page.header.next_sequence is not None:
+        return max(page.header.next_sequence, current)
+    if page.observations:
+        return max(page.observations[-1]["sequence"] + 1, current)
+    return current
+
+
+def _caught_up(page: StreamsDocument, count: int) -> bool:
+    """True when `page` reached the agent's newest observation (the next poll should wait)."""
+    header = page.header
+    if header.next_sequence is not None and header.last_sequence is not None:
+        return header.next_sequence > header.last_sequence
+    return len(page.observations) < count
+
+
+def _certificate_error(exc: BaseException) -> str | None:
+    """The verification failure behind a requests SSLError (e.g. `self-signed certificate`), if any."""
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current.verify_message or str(current)
+        pending.extend(current.args)
+        pending.extend((current.__cause__, current.__context__, getattr(current, "reason", None)))
+    return "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else None
+
+
+_BOUNDARY_RE = re.compile(r'(?:^|;)\s*boundary\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s;,"]+))', re.IGNORECASE)
 
 
 def _boundary(content_type: str) -> str | None:
-    if not content_type.lower().startswith("multipart/"):
+    """The boundary of a `multipart/*` Content-Type, quoted (RFC 2046 allows spaces and commas) or not."""
+    media_type, _, parameters = content_type.partition(";")
+    if not media_type.strip().lower().startswith("multipart/"):
         return None
-    match = re.search(r'boundary\s*=\s*"?([^";,]+)"?', content_type, re.IGNORECASE)
-    return match.group(1).strip() if match else None
+    match = _BOUNDARY_RE.search(";" + parameters)
+    if match is None:
+        return None
+    if match.group(1) is not None:
+        value = re.sub(r"\\(.)", r"\1", match.group(1))
+    else:
+        value = match.group(2)
+    return value or None
 
 
 class _Reader:
@@ -226,7 +380,10 @@ def _multipart_parts(response: requests.Response, boundary: str, source: str) ->
                 raise DocumentError(f"{source}: multipart part of {size} bytes exceeds {MAX_PART_BYTES}")
             body = reader.read_exact(size)
         else:
-            body = reader.read_until(b"\r\n" + delimiter, MAX_PART_BYTES)
+            # Without a length the part ends at the line break before the next delimiter.
+            body = reader.read_until(b"\n" + delimiter, MAX_PART_BYTES)
+            if body is not None and body.endswith(b"\r"):
+                body = body[:-1]
         if body is None:
             return  # the agent closed mid-part; the caller resumes from its cursor
         yield body
