@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import random
 import signal
 import threading
@@ -20,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -132,19 +133,151 @@ def read_checkpoints(consumer_config: dict[str, str], prefix: str, timeout: floa
     return checkpoints
 
 
-class DeliveryFailed(RuntimeError):
-    pass
+class KafkaAuthError(RuntimeError):
+    """Kafka refused our credentials or its certificate: retrying cannot help, the configuration must change."""
+
+
+def _is_auth_error(error: KafkaError) -> bool:
+    text = error.str().lower()
+    return (error.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED)
+            or "certificate verify failed" in text or "authentication failed" in text)
+
+
+def _describe_auth_error(properties: dict[str, Any], error: KafkaError) -> str:
+    bootstrap = properties.get("bootstrap.servers", "?")
+    if "certificate" in error.str().lower():
+        return (f"Kafka TLS certificate of {bootstrap} could not be verified: {error.str()} "
+                f"(give the cluster's CA with -X ssl.ca.location=FILE)")
+    user = properties.get("sasl.username", "<no sasl.username>")
+    mechanism = properties.get("sasl.mechanism", properties.get("sasl.mechanisms", "GSSAPI"))
+    return (f"Kafka authentication failed for user {user!r} ({mechanism}) at {bootstrap}: {error.str()} "
+            f"(check sasl.username and sasl.password)")
+
+
+def wait_for_kafka(properties: dict[str, Any], stop: threading.Event, attempt_timeout: float = 2.0) -> bool:
+    """Block until the cluster answers a metadata request; False if `stop` was set first.
+
+    An unreachable cluster is retried with backoff for as long as it takes (a broker may be
+    restarting); refused credentials or an unverifiable certificate raise `KafkaAuthError`
+    within a few seconds, because waiting cannot fix them.
+    """
+    auth_errors: list[KafkaError] = []
+
+    def on_error(error: KafkaError) -> None:
+        if _is_auth_error(error):
+            auth_errors.append(error)
+        else:
+            log.warning("event=kafka_error code=%s error=%s", error.name(), error.str())
+
+    admin = AdminClient({**properties, "error_cb": on_error, "logger": kafka_log})
+    backoff = Backoff(0.5, 15.0)
+    while not stop.is_set():
+        try:
+            admin.list_topics(timeout=attempt_timeout)
+            return True
+        except KafkaException as exc:
+            admin.poll(0)
+            if auth_errors:
+                raise KafkaAuthError(_describe_auth_error(properties, auth_errors[0])) from exc
+            delay = backoff.next_delay()
+            log.warning("event=kafka_unavailable bootstrap=%s error=%s retry_in=%.1fs",
+                        properties.get("bootstrap.servers"), exc.args[0].str() if exc.args else exc, delay)
+            if stop.wait(delay):
+                break
+    return False
+
+
+def read_checkpoint(consumer_config: dict[str, str], prefix: str, agent: str,
+                    timeout: float = 30.0) -> Checkpoint | None:
+    return read_checkpoints(consumer_config, prefix, timeout).get(agent.rstrip("/"))
+
+
+class _Stopping(Exception):
+    """The service is shutting down."""
+
+
+class _Resync(Exception):
+    """A transaction was aborted or its outcome is unknown: continue from the committed checkpoint."""
+
+
+class _AgentRestarted(Exception):
+    """The agent answered with a new instanceId: re-probe at once."""
+
+
+class _Prefetch:
+    """Reads the agent's stream one part ahead on its own thread.
+
+    HTTP reads and XML parsing of the next part overlap with the Kafka commit of the
+    current one (librdkafka releases the GIL while it waits for the broker). Exceptions of
+    the reader come out of `__next__` in order; `close()` ends the reader promptly.
+    """
+
+    _END = object()
+
+    def __init__(self, iterator: Iterator[StreamsDocument], abort: Callable[[], None], name: str, depth: int = 2):
+        self._iterator = iterator
+        self._abort = abort
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name=f"read {name}", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _pump(self) -> None:
+        try:
+            for part in self._iterator:
+                if not self._put(part):
+                    return
+            self._put(self._END)
+        except BaseException as exc:  # handed to the follower thread, which decides what it means
+            self._put(exc)
+        finally:
+            close = getattr(self._iterator, "close", None)
+            if close is not None:
+                close()  # releases the HTTP response even when the follower stopped reading early
+
+    def __iter__(self) -> "_Prefetch":
+        return self
+
+    def __next__(self) -> StreamsDocument:
+        item = self._queue.get()
+        if item is self._END:
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._closed.set()
+        self._abort()
+        self._thread.join(10)
 
 
 class AgentFollower:
-    """Follows one agent: probe, current, then the sample stream, each batch in one transaction."""
+    """Follows one agent: probe, current, then the sample stream, each batch in one transaction.
 
-    def __init__(self, agent: str, config: ServiceConfig, checkpoint: Checkpoint | None,
-                 stop_event: threading.Event, on_batch: Callable[[str, int], None] | None = None):
+    The committed checkpoint in Kafka is the only source of the cursor: every session
+    (start, agent trouble, aborted transaction) first creates the transactional producer
+    — `init_transactions` completes or aborts whatever a predecessor with the same
+    transactional id left open, even a process killed with SIGKILL mid-commit — and only
+    then reads the checkpoint with `read_committed`. So a batch is never sent twice and
+    never skipped, whatever happened before.
+    """
+
+    def __init__(self, agent: str, config: ServiceConfig, stop_event: threading.Event,
+                 on_batch: Callable[[str, int], None] | None = None):
         self.agent = agent.rstrip("/")
         self.config = config
         self.prefix = config.topic_prefix
-        self.checkpoint = checkpoint
+        self.checkpoint: Checkpoint | None = None
         self.stop_event = stop_event
         self.on_batch = on_batch
         self.client = AgentClient(self.agent, verify=config.verify_tls,
@@ -152,6 +285,7 @@ class AgentFollower:
         self._producer: Producer | None = None
         self._delivery_errors: list[str] = []
         self._state: str | None = None
+        self._keys: dict[Any, bytes] = {}
         self.thread = threading.Thread(target=self._run, name=f"follow {self.agent}", daemon=True)
         self.failure: BaseException | None = None
 
@@ -174,11 +308,15 @@ class AgentFollower:
             "transaction.timeout.ms": 60000,
             "linger.ms": properties.get("linger.ms", 20),
             "compression.type": properties.get("compression.type", "lz4"),
+            # Only failed deliveries come back to Python; a committed transaction means
+            # every message in it was delivered.
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_delivery,
             "error_cb": self._on_client_error,
             "logger": kafka_log,
         })
         producer = Producer(properties)
-        # Fences any zombie with the same transactional id and aborts its open transaction.
+        # Fences any zombie with the same transactional id and completes or aborts its open transaction.
         producer.init_transactions(60)
         return producer
 
@@ -195,45 +333,80 @@ class AgentFollower:
     def _on_delivery(self, error: KafkaError | None, message) -> None:
         if error is not None:
             self._delivery_errors.append(f"{message.topic()}[{message.partition()}]: {error.str()}")
+            log.error("agent=%s event=delivery_failed topic=%s error=%s (the transaction will not commit)",
+                      self.agent, message.topic(), error.str())
 
     def _produce(self, topic: str, key: bytes, value: bytes) -> None:
         producer = self.producer
         while True:
             try:
-                producer.produce(topic, key=key, value=value, on_delivery=self._on_delivery)
-                break
+                producer.produce(topic, value, key)
+                return
             except BufferError:
-                producer.poll(0.05)  # the local queue is full: let deliveries drain, then retry
-        producer.poll(0)
+                # The local queue is full (the broker is slow or away): let it drain, then retry.
+                if self.stop_event.is_set():
+                    raise _Stopping() from None
+                producer.poll(0.05)
 
     def _transaction(self, fill: Callable[[], None]) -> None:
-        """Run `fill` inside one transaction; retry the whole transaction until it commits."""
-        backoff = Backoff(0.2, 10.0)
+        """Run `fill` and commit it as one transaction.
+
+        A commit that fails with a retriable error (broker away, timeout) is retried until it
+        succeeds: the outcome of a commit must never be guessed. Anything else aborts the
+        transaction (or, if that is impossible, drops the producer so the next
+        `init_transactions` aborts it) and raises `_Resync`: the follower then continues from
+        the checkpoint committed in Kafka, so nothing is lost or sent twice.
+        """
+        producer = self.producer
+        self._delivery_errors.clear()
+        try:
+            producer.begin_transaction()
+            fill()
+        except KafkaException as exc:
+            self._abort(exc)
+            raise _Resync(f"producing failed: {exc}") from exc
+        except BaseException:
+            self._abort(None)
+            raise
+        backoff = Backoff(0.2, 5.0)
         while True:
-            producer = self.producer
-            self._delivery_errors.clear()
             try:
-                producer.begin_transaction()
-                fill()
-                producer.commit_transaction(60)
-                if self._delivery_errors:
-                    raise DeliveryFailed("; ".join(self._delivery_errors[:5]))
+                producer.commit_transaction(30)
                 return
-            except (KafkaException, DeliveryFailed) as exc:
-                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                log.error("agent=%s event=transaction_failed error=%s (the batch will be sent again)",
-                          self.agent, error.str() if error else exc)
-                if error is not None and error.fatal():
-                    self._close_producer()
-                elif error is None or error.txn_requires_abort() or not error.retriable():
-                    try:
-                        producer.abort_transaction(30)
-                    except KafkaException as abort_exc:
-                        log.error("agent=%s event=abort_failed error=%s; recreating the producer",
-                                  self.agent, abort_exc)
-                        self._close_producer()
-                if self.stop_event.wait(backoff.next_delay()):
-                    raise _Stopping() from exc
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.retriable() and not error.txn_requires_abort() and not error.fatal():
+                    delay = backoff.next_delay()
+                    log.warning("agent=%s event=commit_retry error=%s retry_in=%.1fs",
+                                self.agent, error.str(), delay)
+                    if self.stop_event.wait(delay):
+                        # Shutting down with the commit unresolved: leave it to the next start,
+                        # whose init_transactions completes or aborts it before the checkpoint is read.
+                        self._drop_producer()
+                        raise _Stopping() from exc
+                    continue
+                log.error("agent=%s event=transaction_failed error=%s delivery_errors=%s "
+                          "(continuing from the committed checkpoint)",
+                          self.agent, error.str(), "; ".join(self._delivery_errors[:3]) or "none")
+                self._abort(exc)
+                raise _Resync(error.str()) from exc
+
+    def _abort(self, cause: KafkaException | None) -> None:
+        error = cause.args[0] if cause is not None and cause.args else None
+        if self._producer is None:
+            return
+        if isinstance(error, KafkaError) and error.fatal():
+            self._drop_producer()
+            return
+        try:
+            self._producer.abort_transaction(10)
+        except KafkaException as exc:
+            log.warning("agent=%s event=abort_failed error=%s (the producer is recreated, which aborts it)",
+                        self.agent, exc)
+            self._drop_producer()
+
+    def _drop_producer(self) -> None:
+        self._producer = None  # destroyed without flushing; the coordinator aborts what was open
 
     def _close_producer(self) -> None:
         producer, self._producer = self._producer, None
@@ -262,18 +435,34 @@ class AgentFollower:
         self._state = state
         log.info("agent=%s event=agent_status state=%s error=%s", self.agent, state, error)
 
+    def _key(self, device_uuid: Any) -> bytes:
+        key = self._keys.get(device_uuid)
+        if key is None:
+            key = self._keys[device_uuid] = wire.observation_key({"device_uuid": device_uuid})
+        return key
+
     def _publish_batch(self, observations: list[dict[str, Any]], instance_id: int, next_sequence: int,
                        gaps: list[dict[str, Any]] = ()) -> None:
         observations_topic = self._topic(wire.OBSERVATIONS)
         checkpoint = wire.checkpoint_value(self.agent, instance_id, next_sequence)
-        encoded = [(wire.observation_key(o), wire.encode(o)) for o in observations]
+        encode = wire.encode
+        key_of = self._key
 
         def fill() -> None:
-            for key, value in encoded:
-                self._produce(observations_topic, key, value)
+            producer = self.producer
+            produce = producer.produce
+            for index, observation in enumerate(observations):
+                value = encode(observation)
+                key = key_of(observation["device_uuid"])
+                try:
+                    produce(observations_topic, value, key)
+                except BufferError:
+                    self._produce(observations_topic, key, value)
+                if index & 1023 == 1023:
+                    producer.poll(0)
             for gap in gaps:
-                self._produce(self._topic(wire.GAPS), wire.agent_key(self.agent), wire.encode(gap))
-            self._produce(self._topic(wire.CHECKPOINTS), wire.agent_key(self.agent), wire.encode(checkpoint))
+                self._produce(self._topic(wire.GAPS), wire.agent_key(self.agent), encode(gap))
+            self._produce(self._topic(wire.CHECKPOINTS), wire.agent_key(self.agent), encode(checkpoint))
 
         self._transaction(fill)
         self.checkpoint = Checkpoint(instance_id, next_sequence)
@@ -287,18 +476,37 @@ class AgentFollower:
         try:
             while not self.stop_event.is_set():
                 try:
-                    self._follow(backoff)
+                    self._session(backoff)
                 except _Stopping:
                     break
+                except _AgentRestarted as exc:
+                    log.warning("agent=%s event=agent_restarted %s; probing it again", self.agent, exc)
+                except _Resync as exc:
+                    delay = backoff.next_delay()
+                    log.warning("agent=%s event=resync reason=%s retry_in=%.1fs", self.agent, exc, delay)
+                    if self.stop_event.wait(delay):
+                        break
+                except KafkaException as exc:
+                    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                    if error is not None and error.fatal():
+                        self._drop_producer()
+                    delay = backoff.next_delay()
+                    log.error("agent=%s event=kafka_unavailable error=%s retry_in=%.1fs",
+                              self.agent, error.str() if error else exc, delay)
+                    if self.stop_event.wait(delay):
+                        break
                 except (AgentUnreachable, DocumentError, AgentError) as exc:
                     if self.stop_event.is_set():
                         break
                     delay = backoff.next_delay()
                     log.warning("agent=%s event=agent_problem error=%s retry_in=%.1fs", self.agent, exc, delay)
                     try:
-                        self._publish_status("unreachable", str(exc), self.checkpoint.instance_id if self.checkpoint else None)
-                    except _Stopping:
-                        break
+                        self._publish_status("unreachable", str(exc),
+                                             self.checkpoint.instance_id if self.checkpoint else None)
+                    except (_Stopping, _Resync, KafkaException) as status_exc:
+                        log.warning("agent=%s event=status_not_published error=%s", self.agent, status_exc)
+                        if self.stop_event.is_set():
+                            break
                     if self.stop_event.wait(delay):
                         break
         except BaseException as exc:  # a thread must never die silently
@@ -309,7 +517,10 @@ class AgentFollower:
             self.client.close()
             self._close_producer()
 
-    def _follow(self, backoff: Backoff) -> None:
+    def _session(self, backoff: Backoff) -> None:
+        """One connection's worth of following, from the checkpoint committed in Kafka."""
+        self.producer  # noqa: B018 - init_transactions first: it settles any open transaction
+        self.checkpoint = read_checkpoint(self.config.kafka_properties(), self.prefix, self.agent)
         devices = self.client.probe()
         instance_id = devices.header.instance_id
         self._publish_devices(devices)
@@ -322,17 +533,23 @@ class AgentFollower:
             log.info("agent=%s event=started_from_current observations=%d next_sequence=%d",
                      self.agent, len(current.observations), cursor)
         else:
+            log.info("agent=%s event=resume instance_id=%d next_sequence=%d",
+                     self.agent, self.checkpoint.instance_id, self.checkpoint.next_sequence)
             self._publish_status("connected", None, instance_id)
-            if instance_id != self.checkpoint.instance_id:
+            if instance_id is not None and instance_id != self.checkpoint.instance_id:
                 self._agent_restarted(self.checkpoint, instance_id)
-            cursor = self.checkpoint.next_sequence
         backoff.reset()
-        self._stream_from(cursor)
+        self._stream_from(self.checkpoint.next_sequence)
 
     def _agent_restarted(self, old: Checkpoint, new_instance_id: int) -> None:
-        """A new instanceId: what the old instance had not delivered is lost; start the new one at 1."""
+        """A new instanceId: what the old instance had not served is lost; start the new one at 1.
+
+        The gap's `last_missing` is null: how far the old instance got before it went away
+        cannot be known any more. If the new instance's buffer no longer starts at 1, the
+        stream answers OUT_OF_RANGE and that exact range is recorded as a second gap.
+        """
         gap = wire.gap_value(self.agent, old.instance_id, old.next_sequence, None, "AGENT_RESTART")
-        log.warning("agent=%s event=agent_restart old_instance=%s new_instance=%s first_missing=%s",
+        log.warning("agent=%s event=gap reason=AGENT_RESTART old_instance=%s new_instance=%s first_missing=%s",
                     self.agent, old.instance_id, new_instance_id, old.next_sequence)
         self._publish_batch([], new_instance_id, 1, [gap])
 
@@ -340,10 +557,13 @@ class AgentFollower:
         assert self.checkpoint is not None
         instance_id = self.checkpoint.instance_id
         while not self.stop_event.is_set():
+            parts = _Prefetch(self.client.stream(cursor, count=self.config.count,
+                                                 interval_ms=self.config.interval_ms,
+                                                 heartbeat_ms=self.config.heartbeat_ms),
+                              self.client.abort_stream, self.agent)
             try:
-                for part in self.client.stream(cursor, count=self.config.count, interval_ms=self.config.interval_ms,
-                                               heartbeat_ms=self.config.heartbeat_ms):
-                    cursor, instance_id = self._handle_part(part, cursor, instance_id)
+                for part in parts:
+                    cursor = self._handle_part(part, cursor, instance_id)
                     if self.stop_event.is_set():
                         return
             except AgentError as exc:
@@ -351,35 +571,40 @@ class AgentFollower:
                     raise
                 cursor = self._recover_out_of_range(cursor, instance_id)
                 continue
+            finally:
+                parts.close()
             if self.stop_event.is_set():
                 return
             # The agent closed the stream (idle timeout, restart): resume from the cursor.
             log.info("agent=%s event=stream_closed next_sequence=%d", self.agent, cursor)
 
-    def _handle_part(self, part: StreamsDocument, cursor: int, instance_id: int) -> tuple[int, int]:
+    def _handle_part(self, part: StreamsDocument, cursor: int, instance_id: int) -> int:
         header = part.header
         if header.instance_id is not None and header.instance_id != instance_id:
-            raise AgentUnreachable(f"{self.agent}: instanceId changed from {instance_id} to {header.instance_id}")
+            raise _AgentRestarted(f"instanceId changed from {instance_id} to {header.instance_id}")
         if not part.observations:
-            return cursor, instance_id
+            return cursor
         gaps = []
         first = part.observations[0]["sequence"]
         if first > cursor:
             gaps.append(wire.gap_value(self.agent, instance_id, cursor, first - 1, "OUT_OF_RANGE"))
-            log.warning("agent=%s event=gap first_missing=%d last_missing=%d", self.agent, cursor, first - 1)
-        observations = [o for o in part.observations if o["sequence"] >= cursor]
+            log.warning("agent=%s event=gap reason=OUT_OF_RANGE first_missing=%d last_missing=%d",
+                        self.agent, cursor, first - 1)
+        observations = part.observations
+        if first < cursor:
+            observations = [o for o in observations if o["sequence"] >= cursor]
         if not observations and not gaps:
-            return cursor, instance_id
+            return cursor
         next_sequence = max(observations[-1]["sequence"] + 1 if observations else cursor, cursor)
         self._publish_batch(observations, instance_id, next_sequence, gaps)
-        return next_sequence, instance_id
+        return next_sequence
 
     def _recover_out_of_range(self, cursor: int, instance_id: int) -> int:
         """`from` fell out of the agent's buffer: record the exact gap, continue at firstSequence."""
         current = self.client.current()
         header = current.header
         if header.instance_id != instance_id:
-            raise AgentUnreachable(f"{self.agent}: instanceId changed from {instance_id} to {header.instance_id}")
+            raise _AgentRestarted(f"instanceId changed from {instance_id} to {header.instance_id}")
         first = header.first_sequence or cursor
         if first <= cursor:
             # Not a buffer overrun (e.g. a cursor ahead of the agent): start again from current.
@@ -398,10 +623,6 @@ class AgentFollower:
 
     def stop(self) -> None:
         self.client.abort_stream()
-
-
-class _Stopping(Exception):
-    pass
 
 
 class ProducerService:
@@ -423,21 +644,21 @@ class ProducerService:
         with self._lock:
             self.published += count
 
-    def start(self) -> None:
+    def start(self) -> bool:
+        """Wait for Kafka, create the topics and start the followers; False if stopped first."""
         properties = self.config.kafka_properties()
+        if not wait_for_kafka(properties, self._stop):
+            return False
         ensure_topics(properties, self.config.topic_prefix, self.config.observation_partitions)
-        checkpoints = read_checkpoints(properties, self.config.topic_prefix)
         for agent in self.config.agents:
-            checkpoint = checkpoints.get(agent.rstrip("/"))
-            if checkpoint:
-                log.info("agent=%s event=resume instance_id=%d next_sequence=%d",
-                         agent, checkpoint.instance_id, checkpoint.next_sequence)
-            follower = AgentFollower(agent, self.config, checkpoint, self._stop, self._count)
+            follower = AgentFollower(agent, self.config, self._stop, self._count)
             self.followers.append(follower)
             follower.start()
+        return True
 
     def run(self, report_every: float = 10.0) -> int:
-        self.start()
+        if not self.start():
+            return 0
         last = time.monotonic()
         last_count = 0
         while not self._stop.wait(0.5):
@@ -466,6 +687,7 @@ class ProducerService:
 def run_cli(args) -> int:
     try:
         config = build_config(args)
+        config.validate()
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         return 2
@@ -481,6 +703,10 @@ def run_cli(args) -> int:
              ",".join(config.agents), config.kafka_properties().get("bootstrap.servers"), config.topic_prefix)
     try:
         return service.run()
+    except KafkaAuthError as exc:
+        log.error("event=kafka_auth_failed %s", exc)
+        service.stop()
+        return 2
     except KafkaException as exc:
         log.error("event=kafka_unavailable error=%s", exc)
         service.stop()

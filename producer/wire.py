@@ -2,8 +2,8 @@
 
 Every topic name, key and JSON value layout that crosses Kafka is defined here and
 nowhere else, so the producer (writer) and the desktop (reader) cannot drift apart.
-This is the one producer module the desktop imports; it has no third-party
-dependencies. `docs/messages.md` documents the same schema for people.
+This is the one producer module the desktop imports; its only third-party
+dependency is the optional orjson encoder (the standard library's is the fallback). `docs/messages.md` documents the same schema for people.
 """
 from __future__ import annotations
 
@@ -89,9 +89,24 @@ def numeric_value(observation: Mapping[str, Any]) -> float | None:
     return None
 
 
+def _encode_stdlib(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+try:  # orjson writes the same compact UTF-8 JSON about ten times faster (the producer's hot path)
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson is a declared dependency; stay usable without it
+    _orjson = None
+
+
 def encode(value: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON, as written to every topic."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(value)
+        except TypeError:  # e.g. an integer beyond 64 bits, which the standard encoder writes exactly
+            pass
+    return _encode_stdlib(value)
 
 
 def decode(payload: bytes | str | None) -> Any:
