@@ -191,3 +191,44 @@ def test_cli_rejects_missing_agent_with_clear_message():
                                capture_output=True, text=True, timeout=60, env={**os.environ, "MACHINE_MONITOR_AGENTS": ""})
     assert completed.returncode == 2
     assert "no agent configured" in completed.stderr
+
+
+def test_one_service_follows_several_agents_each_with_its_own_cursor(kafka_broker, topic_prefix):
+    # Two agents replaying different stretches of the NIST days; one of them resumes from a
+    # checkpoint in the middle of its buffer, the other from its start. Each must arrive
+    # complete from its own cursor, neither mixing into nor holding up the other.
+    with ReplayAgent(speed="max", limit=3000, buffer_size=10_000) as first, \
+            ReplayAgent(speed="max", limit=2000, buffer_size=10_000, start_time="20:29:45") as second:
+        for agent in (first, second):
+            while agent.playing:
+                time.sleep(0.05)
+        _seed_checkpoint(kafka_broker.bootstrap, topic_prefix, first, 1)
+        _seed_checkpoint(kafka_broker.bootstrap, topic_prefix, second, 1001)
+        first_url, second_url = first.url, second.url
+        targets = {first_url: first.next_sequence, second_url: second.next_sequence}
+        service = ProducerService(ServiceConfig(agents=[first.url, second.url], bootstrap=kafka_broker.bootstrap,
+                                                topic_prefix=topic_prefix))
+        runner = threading.Thread(target=service.run, daemon=True)
+        runner.start()
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not all(
+                    f.checkpoint is not None and f.checkpoint.next_sequence >= targets[f.agent]
+                    for f in service.followers if f.agent in targets) or len(service.followers) < 2:
+                time.sleep(0.2)
+        finally:
+            service.stop()
+            runner.join(30)
+        assert not runner.is_alive()
+        instances = {first_url: first.instance_id, second_url: second.instance_id}
+
+    observations = [wire.decode(m.value()) for m in read_topic(kafka_broker.bootstrap, topic_prefix + wire.OBSERVATIONS)]
+    by_agent: dict[str, list[int]] = {}
+    for observation in observations:
+        assert observation["instance_id"] == instances[observation["agent"]]
+        by_agent.setdefault(observation["agent"], []).append(observation["sequence"])
+    assert sorted(by_agent[first_url]) == list(range(1, targets[first_url]))
+    assert sorted(by_agent[second_url]) == list(range(1001, targets[second_url]))
+    checkpoints = {m.key().decode(): wire.decode(m.value())["next_sequence"]
+                   for m in read_topic(kafka_broker.bootstrap, topic_prefix + wire.CHECKPOINTS)}
+    assert checkpoints == targets
