@@ -6,6 +6,20 @@ data dir once, starts `kafka.Kafka` with Java >= 17 on free loopback ports, wait
 the broker is listed in cluster metadata (an open port is not readiness), and stops it
 with SIGTERM (then SIGKILL). A small state file in the data dir lets a second process
 find, report on and stop a broker that an earlier process started.
+
+Extra client listeners (`Listener`) can be secured like a plant's cluster, next to the
+PLAINTEXT listener that stays the inter-broker listener and the one the readiness check uses:
+
+    files = make_tls_files(tmp)                           # tests/tlsutil.py
+    broker = LocalBroker(data_dir=tmp / "kafka",
+                         listeners=[Listener.sasl_ssl(keystore=files.server_keystore)],
+                         scram_users={"alice": "alice-secret"})
+    broker.start()
+    broker.listener_bootstrap("SASL_SSL")                 # "127.0.0.1:PORT"
+
+`scram_users` are written into the metadata when the storage is formatted (kafka-storage
+`--add-scram`), and upserted through the PLAINTEXT listener when an already formatted data dir
+is started again, so the configured passwords are always the ones in force.
 """
 from __future__ import annotations
 
@@ -36,6 +50,10 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 MIN_JAVA_MAJOR = 17
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+SCRAM_LOGIN_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
+RESERVED_LISTENER_NAMES = ("PLAINTEXT", "CONTROLLER")
 STATE_FILE = "broker.json"
 JAR_MARKER = ".complete"
 
@@ -222,11 +240,76 @@ def _pid_alive(pid: int) -> bool:
 
 @dataclass
 class Listener:
-    """An extra client listener, e.g. SASL_SSL for the plant-like security tests."""
+    """An extra client listener, e.g. SASL_SSL for the plant-like security tests.
+
+    `sasl_mechanisms` (SCRAM-SHA-256 and/or SCRAM-SHA-512) are enabled on this listener only,
+    authenticating against the broker's SCRAM credentials (`LocalBroker.scram_users`).
+    `keystore` is the listener's TLS identity for SSL/SASL_SSL: one PEM file holding the
+    unencrypted PKCS#8 private key followed by the certificate chain (Kafka's
+    `ssl.keystore.type=PEM`). Everything is set with `listener.name.<name>.` prefixes, so
+    other listeners are unaffected; `LocalBroker.properties` can still override any of it.
+    """
 
     name: str
     protocol: str
     port: int = 0
+    sasl_mechanisms: tuple[str, ...] = ()
+    keystore: Path | str | None = None
+
+    def __post_init__(self) -> None:
+        self.sasl_mechanisms = tuple(self.sasl_mechanisms)
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", self.name) or self.name.upper() in RESERVED_LISTENER_NAMES:
+            raise ValueError(f"listener name {self.name!r}: letters, digits and _, and not "
+                             + " or ".join(RESERVED_LISTENER_NAMES))
+        if self.protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(f"listener {self.name}: protocol must be one of {', '.join(SECURITY_PROTOCOLS)}")
+        unknown = [m for m in self.sasl_mechanisms if m not in SCRAM_MECHANISMS]
+        if unknown:
+            raise ValueError(f"listener {self.name}: unsupported SASL mechanisms {unknown}; "
+                             f"supported: {', '.join(SCRAM_MECHANISMS)}")
+        if self.sasl_mechanisms and not self.protocol.startswith("SASL_"):
+            raise ValueError(f"listener {self.name}: SASL mechanisms need a SASL_* protocol, not {self.protocol}")
+        if self.keystore is not None and self.protocol not in ("SSL", "SASL_SSL"):
+            raise ValueError(f"listener {self.name}: a keystore needs protocol SSL or SASL_SSL, not {self.protocol}")
+
+    @classmethod
+    def sasl_ssl(cls, keystore: Path | str, mechanisms: tuple[str, ...] = ("SCRAM-SHA-512",),
+                 name: str = "SASL_SSL", port: int = 0) -> "Listener":
+        """A SASL_SSL listener with SCRAM authentication and TLS from a PEM `keystore`."""
+        return cls(name=name, protocol="SASL_SSL", port=port, sasl_mechanisms=tuple(mechanisms), keystore=keystore)
+
+    @property
+    def config_prefix(self) -> str:
+        return f"listener.name.{self.name.lower()}."
+
+    def server_properties(self) -> dict[str, str]:
+        """The listener-scoped server properties for its SASL mechanisms and TLS keystore."""
+        properties: dict[str, str] = {}
+        prefix = self.config_prefix
+        if self.sasl_mechanisms:
+            properties[prefix + "sasl.enabled.mechanisms"] = ",".join(self.sasl_mechanisms)
+            for mechanism in self.sasl_mechanisms:
+                properties[f"{prefix}{mechanism.lower()}.sasl.jaas.config"] = f"{SCRAM_LOGIN_MODULE} required;"
+        if self.keystore is not None:
+            properties[prefix + "ssl.keystore.type"] = "PEM"
+            properties[prefix + "ssl.keystore.location"] = str(Path(self.keystore).resolve())
+        return properties
+
+
+def scram_format_args(users: dict[str, str], mechanisms: tuple[str, ...] = ("SCRAM-SHA-512",)) -> list[str]:
+    """kafka-storage `--add-scram` arguments creating each user's credential for each mechanism."""
+    args: list[str] = []
+    for name, password in users.items():
+        for value, what in ((name, f"user name {name!r}"), (password, f"password of {name!r}")):
+            # The storage tool splits on commas and strips quotes; it cannot escape either.
+            if not value or "," in value or '"' in value or value != value.strip():
+                raise ValueError(f"SCRAM {what}: must be non-empty, without commas, double quotes "
+                                 "or surrounding spaces")
+        for mechanism in mechanisms:
+            if mechanism not in SCRAM_MECHANISMS:
+                raise ValueError(f"unsupported SCRAM mechanism {mechanism!r}")
+            args += ["--add-scram", f'{mechanism}=[name="{name}",password="{password}"]']
+    return args
 
 
 @dataclass
@@ -235,7 +318,8 @@ class LocalBroker:
 
     `port`/`controller_port` 0 means: reuse the ports of the previous start when they are
     still free, otherwise take free ones. `properties` are extra server properties
-    (they override the template), `listeners` extra client listeners.
+    (they override the template and the listeners' own properties), `listeners` extra
+    client listeners, `scram_users` SCRAM credentials (name -> password) for them.
     """
 
     data_dir: Path = field(default_factory=lambda: user_data_dir() / "broker")
@@ -245,6 +329,8 @@ class LocalBroker:
     properties: dict[str, str] = field(default_factory=dict)
     listeners: list[Listener] = field(default_factory=list)
     progress: Progress = _print_progress
+    # SCRAM users (name -> password) for the SASL listeners, for every SCRAM mechanism they enable.
+    scram_users: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -298,6 +384,23 @@ class LocalBroker:
             raise BrokerError(f"no broker is running from {self.data_dir}")
         return state["bootstrap"]
 
+    def listener_bootstrap(self, name: str) -> str:
+        """`127.0.0.1:PORT` of the running broker's extra listener `name`."""
+        state = self.status()
+        if not state:
+            raise BrokerError(f"no broker is running from {self.data_dir}")
+        ports = state.get("listener_ports") or {}
+        if name not in ports:
+            raise BrokerError(f"the broker running from {self.data_dir} has no listener {name!r} "
+                              f"(it has {', '.join(sorted(ports)) or 'none'})")
+        return f"127.0.0.1:{ports[name]}"
+
+    @property
+    def scram_mechanisms(self) -> tuple[str, ...]:
+        """The SCRAM mechanisms the listeners enable (SCRAM-SHA-512 when none does)."""
+        enabled = {m for listener in self.listeners for m in listener.sasl_mechanisms}
+        return tuple(m for m in SCRAM_MECHANISMS if m in enabled) or ("SCRAM-SHA-512",)
+
     # -- start
 
     def _choose_ports(self, previous: dict | None) -> tuple[int, int, dict[str, int]]:
@@ -330,6 +433,7 @@ class LocalBroker:
             listeners.append(address)
             advertised.append(address)
             protocols.append(f"{listener.name}:{listener.protocol}")
+        listener_properties = {k: v for listener in self.listeners for k, v in listener.server_properties().items()}
         template = Template(resource_path("broker", "server.properties.template").read_text())
         text = template.substitute(
             controller_port=controller_port,
@@ -338,6 +442,8 @@ class LocalBroker:
             protocol_map=",".join(protocols),
             log_dirs=str(self.log_dirs),
         )
+        if listener_properties:
+            text += "\n# Listeners\n" + "".join(f"{k}={v}\n" for k, v in listener_properties.items())
         if self.properties:
             text += "\n# Overrides\n" + "".join(f"{k}={v}\n" for k, v in self.properties.items())
         path = self.data_dir / "server.properties"
@@ -347,8 +453,11 @@ class LocalBroker:
     def _classpath(self, lib: Path) -> str:
         return str(lib / "*")
 
+    def _formatted(self) -> bool:
+        return (self.log_dirs / "meta.properties").is_file()
+
     def _format_once(self, java: str, lib: Path, properties: Path, format_args: list[str]) -> None:
-        if (self.log_dirs / "meta.properties").is_file():
+        if self._formatted():
             return
         cluster_id_file = self.data_dir / "cluster-id"
         if not cluster_id_file.is_file():
@@ -369,7 +478,11 @@ class LocalBroker:
             )
 
     def start(self, timeout: float = 180.0, format_args: list[str] | None = None) -> str:
-        """Start the broker (or report the one already running here) and return its bootstrap."""
+        """Start the broker (or report the one already running here) and return its bootstrap.
+
+        `format_args` go to kafka-storage `format` when the data dir is formatted (first start).
+        """
+        format_args = scram_format_args(self.scram_users, self.scram_mechanisms) + list(format_args or [])
         running = self.status()
         if running:
             self.progress(f"broker already running (pid {running['pid']})")
@@ -379,16 +492,23 @@ class LocalBroker:
         java = find_java()
         lib = fetch_jars(self.progress)
         previous = self.read_state()
+        # Credentials given at format time exist from the first moment; a data dir formatted
+        # earlier gets them through the admin API once the broker is up.
+        upsert_scram = bool(self.scram_users) and self._formatted()
         last_error: BrokerError | None = None
         for attempt in range(3):
             port, controller_port, extra_ports = self._choose_ports(previous if attempt == 0 else None)
             properties = self._render_properties(port, controller_port, extra_ports)
-            self._format_once(java, lib, properties, format_args or [])
+            self._format_once(java, lib, properties, format_args)
             try:
-                return self._launch(java, lib, properties, port, controller_port, extra_ports, timeout)
+                bootstrap = self._launch(java, lib, properties, port, controller_port, extra_ports, timeout)
             except _PortTaken as exc:
                 last_error = BrokerError(str(exc))
                 self.progress(f"port conflict ({exc}); retrying on new ports")
+                continue
+            if upsert_scram:
+                self._upsert_scram_users(bootstrap)
+            return bootstrap
         assert last_error is not None
         raise last_error
 
@@ -447,6 +567,24 @@ class LocalBroker:
                 self.progress(f"  waiting for the broker to join its cluster… ({now - started:.0f} s)")
                 next_note = now + 5
             time.sleep(0.25)
+
+    def _upsert_scram_users(self, bootstrap: str) -> None:
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
+                                           UserScramCredentialUpsertion)
+
+        admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _quiet_logger()})
+        try:
+            # The broker refuses two alterations of one user in the same request: one per mechanism.
+            for mechanism in self.scram_mechanisms:
+                info = ScramCredentialInfo(getattr(ScramMechanism, mechanism.replace("-", "_")), 4096)
+                upserts = [UserScramCredentialUpsertion(name, info, password.encode())
+                           for name, password in self.scram_users.items()]
+                for future in admin.alter_user_scram_credentials(upserts).values():
+                    future.result(timeout=30)
+        except KafkaException as exc:
+            self.stop()
+            raise BrokerError(f"could not set the SCRAM credentials on {bootstrap}: {exc}") from None
 
     def _log_since(self, offset: int) -> str:
         try:
