@@ -6,12 +6,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# Modules in bench/ that are not benchmarks themselves (page_agent.py is the agent bench/producer.py uses).
+HELPERS = {"run_all.py", "page_agent.py"}
 
 
 def main() -> int:
     failed = 0
     for script in sorted(HERE.glob("*.py")):
-        if script.name == "run_all.py" or script.name.startswith("_"):
+        if script.name in HELPERS or script.name.startswith("_"):
             continue
         print(f"== {script.name}", flush=True)
         failed += subprocess.call([sys.executable, str(script)], cwd=HERE.parent) != 0
