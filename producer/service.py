@@ -286,6 +286,7 @@ class AgentFollower:
         self._delivery_errors: list[str] = []
         self._state: str | None = None
         self._keys: dict[Any, bytes] = {}
+        self._count = config.count  # observations per request, capped at the agent's buffer size
         self.thread = threading.Thread(target=self._run, name=f"follow {self.agent}", daemon=True)
         self.failure: BaseException | None = None
 
@@ -523,6 +524,9 @@ class AgentFollower:
         self.checkpoint = read_checkpoint(self.config.kafka_properties(), self.prefix, self.agent)
         devices = self.client.probe()
         instance_id = devices.header.instance_id
+        # Agents refuse a `count` above their buffer size (cppagent answers INVALID_REQUEST).
+        buffer_size = devices.header.buffer_size
+        self._count = min(self.config.count, buffer_size) if buffer_size else self.config.count
         self._publish_devices(devices)
         if self.checkpoint is None:
             current = self.client.current()
@@ -557,7 +561,7 @@ class AgentFollower:
         assert self.checkpoint is not None
         instance_id = self.checkpoint.instance_id
         while not self.stop_event.is_set():
-            parts = _Prefetch(self.client.stream(cursor, count=self.config.count,
+            parts = _Prefetch(self.client.stream(cursor, count=self._count,
                                                  interval_ms=self.config.interval_ms,
                                                  heartbeat_ms=self.config.heartbeat_ms),
                               self.client.abort_stream, self.agent)
@@ -600,23 +604,35 @@ class AgentFollower:
         return next_sequence
 
     def _recover_out_of_range(self, cursor: int, instance_id: int) -> int:
-        """`from` fell out of the agent's buffer: record the exact gap, continue at firstSequence."""
-        current = self.client.current()
-        header = current.header
-        if header.instance_id != instance_id:
+        """`from` fell out of the agent's buffer: record the exact gap and go on with the oldest data.
+
+        The oldest page is asked for without `from`, so the agent picks its own
+        `firstSequence` when it answers; a `firstSequence` read first and requested after
+        could already have fallen out of a busy agent's buffer, and so on without end. The
+        gap runs from the cursor to just before that page's first observation, and is
+        committed together with the page.
+        """
+        page = self.client.sample(None, self._count)
+        header = page.header
+        if header.instance_id is not None and header.instance_id != instance_id:
             raise _AgentRestarted(f"instanceId changed from {instance_id} to {header.instance_id}")
-        first = header.first_sequence or cursor
-        if first <= cursor:
-            # Not a buffer overrun (e.g. a cursor ahead of the agent): start again from current.
+        if header.next_sequence is not None and header.next_sequence <= cursor:
+            # Not a buffer overrun but a cursor ahead of the agent: start again from current.
+            current = self.client.current()
             log.warning("agent=%s event=out_of_range_restart cursor=%d first=%s next=%s",
-                        self.agent, cursor, header.first_sequence, header.next_sequence)
-            self._publish_batch(current.observations, instance_id, header.next_sequence)
-            return header.next_sequence
-        gap = wire.gap_value(self.agent, instance_id, cursor, first - 1, "OUT_OF_RANGE")
-        log.warning("agent=%s event=gap reason=OUT_OF_RANGE first_missing=%d last_missing=%d",
-                    self.agent, cursor, first - 1)
-        self._publish_batch([], instance_id, first, [gap])
-        return first
+                        self.agent, cursor, current.header.first_sequence, current.header.next_sequence)
+            self._publish_batch(current.observations, instance_id, current.header.next_sequence)
+            return current.header.next_sequence
+        if not page.observations:
+            first = header.first_sequence if header.first_sequence is not None else header.next_sequence
+            if first is None or first <= cursor:
+                return cursor
+            log.warning("agent=%s event=gap reason=OUT_OF_RANGE first_missing=%d last_missing=%d",
+                        self.agent, cursor, first - 1)
+            self._publish_batch([], instance_id, first,
+                                [wire.gap_value(self.agent, instance_id, cursor, first - 1, "OUT_OF_RANGE")])
+            return first
+        return self._handle_part(page, cursor, instance_id)
 
     def start(self) -> None:
         self.thread.start()

@@ -129,10 +129,13 @@ class AgentClient:
         return parse_streams(self._body(self._get("current")), self.base_url, self.data_items,
                              source=f"{self.base_url}/current")
 
-    def sample(self, from_sequence: int, count: int = 1000) -> StreamsDocument:
+    def sample(self, from_sequence: int | None, count: int = 1000) -> StreamsDocument:
+        """One page of `sample`; without `from_sequence` the agent starts at its oldest observation."""
+        params = {"count": count} if from_sequence is None else {"from": from_sequence, "count": count}
         return parse_streams(
-            self._body(self._get("sample", {"from": from_sequence, "count": count})),
-            self.base_url, self.data_items, source=f"{self.base_url}/sample?from={from_sequence}",
+            self._body(self._get("sample", params)),
+            self.base_url, self.data_items,
+            source=f"{self.base_url}/sample" + ("" if from_sequence is None else f"?from={from_sequence}"),
         )
 
     def stream(self, from_sequence: int, count: int = 1000, interval_ms: int = 100,
