@@ -447,20 +447,25 @@ class AgentFollower:
         observations_topic = self._topic(wire.OBSERVATIONS)
         checkpoint = wire.checkpoint_value(self.agent, instance_id, next_sequence)
         encode = wire.encode
-        key_of = self._key
+        fast_encode = wire.fast_encoder()
+        keys = self._keys
 
         def fill() -> None:
+            # The hot loop: one encode and one produce per observation, nothing else.
             producer = self.producer
             produce = producer.produce
-            for index, observation in enumerate(observations):
-                value = encode(observation)
-                key = key_of(observation["device_uuid"])
+            for observation in observations:
+                try:
+                    value = fast_encode(observation)
+                except TypeError:
+                    value = encode(observation)
+                device = observation["device_uuid"]
+                key = keys.get(device) or self._key(device)
                 try:
                     produce(observations_topic, value, key)
                 except BufferError:
                     self._produce(observations_topic, key, value)
-                if index & 1023 == 1023:
-                    producer.poll(0)
+            producer.poll(0)
             for gap in gaps:
                 self._produce(self._topic(wire.GAPS), wire.agent_key(self.agent), encode(gap))
             self._produce(self._topic(wire.CHECKPOINTS), wire.agent_key(self.agent), encode(checkpoint))

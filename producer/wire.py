@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 SCHEMA_VERSION = 1
 
@@ -97,6 +97,11 @@ try:  # orjson writes the same compact UTF-8 JSON about ten times faster (the pr
     import orjson as _orjson
 except ImportError:  # pragma: no cover - orjson is a declared dependency; stay usable without it
     _orjson = None
+
+
+def fast_encoder() -> Callable[[Mapping[str, Any]], bytes]:
+    """`encode` without its fallback, for hot loops: may raise TypeError, then call `encode`."""
+    return _orjson.dumps if _orjson is not None else _encode_stdlib
 
 
 def encode(value: Mapping[str, Any]) -> bytes:

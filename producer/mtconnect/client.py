@@ -302,7 +302,7 @@ class _Reader:
 
     def _fill(self) -> bool:
         try:
-            chunk = self._raw.read1(65536)
+            chunk = self._raw.read1(262144)
         except Exception as exc:  # urllib3/http.client raise a variety of errors on a broken stream
             raise AgentUnreachable(f"{self._source}: stream broken: {type(exc).__name__}: {exc}") from exc
         if not chunk:
