@@ -1073,19 +1073,29 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_replay_cli(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM/SIGINT; prints `listening=http://127.0.0.1:PORT` (or https://localhost:PORT) once ready."""
+    """Serve until SIGTERM/SIGINT; prints `listening=http://127.0.0.1:PORT` (or https://localhost:PORT) once ready.
+
+    SIGHUP restarts the agent in place (new instanceId, sequence 1) and prints `restarted instance_id=N`.
+    """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop_requested = threading.Event()
     previous: dict[int, Any] = {}
 
+    restart_requested = threading.Event()
+
     def request_stop(signum: int, _frame: Any) -> None:
         stop_requested.set()
 
+    def request_restart(signum: int, _frame: Any) -> None:
+        restart_requested.set()
+        stop_requested.set()  # wakes the wait below, which tells the two apart
+
     try:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        handlers = {signal.SIGTERM: request_stop, signal.SIGINT: request_stop, signal.SIGHUP: request_restart}
+        for signum, handler in handlers.items():
             try:
-                previous[signum] = signal.signal(signum, request_stop)
+                previous[signum] = signal.signal(signum, handler)
             except ValueError:  # not the main thread: Ctrl-C still ends the wait below
                 pass
         log.info("loading the recorded NIST data ...")
@@ -1107,8 +1117,15 @@ def run_replay_cli(args: argparse.Namespace) -> int:
             return 2
         try:
             print(f"listening={agent.url}", flush=True)
-            while not stop_requested.wait(0.5):
-                pass
+            while True:
+                stop_requested.wait(0.5)
+                if restart_requested.is_set():
+                    # SIGHUP: restart as a real agent would, new instanceId and sequence 1.
+                    restart_requested.clear()
+                    stop_requested.clear()
+                    print(f"restarted instance_id={agent.restart()}", flush=True)
+                elif stop_requested.is_set():
+                    break
         except KeyboardInterrupt:
             pass
         finally:

@@ -232,3 +232,54 @@ def test_one_service_follows_several_agents_each_with_its_own_cursor(kafka_broke
     checkpoints = {m.key().decode(): wire.decode(m.value())["next_sequence"]
                    for m in read_topic(kafka_broker.bootstrap, topic_prefix + wire.CHECKPOINTS)}
     assert checkpoints == targets
+
+
+def test_malformed_document_is_reported_with_its_position_and_the_service_recovers(kafka_broker, topic_prefix,
+                                                                                  shared_data):
+    # An agent (here a minimal HTTP server) first answers `probe` with the NIST device file cut
+    # off mid-element, then with the whole file. The service must name the agent and the
+    # position of the damage, keep running, and publish the device model once it is whole.
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    whole = (shared_data / "nist-smstestbed" / "agent" / "Devices.xml").read_bytes()
+    served = {"probe": whole[: len(whole) // 2]}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = served["probe"] if self.path.startswith("/probe") else b"<nothing/>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    service = ProducerService(ServiceConfig(agents=[url], bootstrap=kafka_broker.bootstrap, topic_prefix=topic_prefix))
+    runner = threading.Thread(target=service.run, daemon=True)
+    runner.start()
+    try:
+        status = []
+        deadline = time.monotonic() + 30
+        while not status and time.monotonic() < deadline:
+            status = read_topic(kafka_broker.bootstrap, topic_prefix + wire.AGENT_STATUS, idle_s=1.0, limit_s=5)
+        assert status, "no agent-status message for an agent serving a broken document"
+        error = wire.decode(status[-1].value())["last_error"]
+        assert url in error and "line" in error and "column" in error, error
+        assert runner.is_alive(), "the service stopped on a malformed document"
+
+        served["probe"] = whole
+        devices = []
+        deadline = time.monotonic() + 60
+        while not devices and time.monotonic() < deadline:
+            devices = read_topic(kafka_broker.bootstrap, topic_prefix + wire.DEVICES, idle_s=1.0, limit_s=5)
+        assert {wire.decode(m.value())["device_name"] for m in devices} >= {"GFAgie01", "Mazak01", "Mazak03"}
+    finally:
+        service.stop()
+        runner.join(30)
+        server.shutdown()
+        server.server_close()

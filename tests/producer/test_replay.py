@@ -411,7 +411,7 @@ def test_restart_gives_a_new_instance_and_restarts_sequences() -> None:
         assert header(xml(get(f"{url}/current")))["instanceId"] == 42
 
 
-def test_cli_prints_its_address_and_exits_cleanly_on_sigterm() -> None:
+def test_cli_prints_its_address_restarts_on_sighup_and_exits_cleanly_on_sigterm() -> None:
     script = (
         "import argparse, sys\n"
         "from producer.replay import add_replay_arguments, run_replay_cli\n"
@@ -431,6 +431,14 @@ def test_cli_prints_its_address_and_exits_cleanly_on_sigterm() -> None:
         assert line.startswith("listening=http://127.0.0.1:")
         url = line.split("=", 1)[1]
         assert len(observations(xml(get(f"{url}/current")))) >= 226
+        before = xml(get(f"{url}/current")).find(".//{*}Header").get("instanceId")
+        # SIGHUP restarts it the way a real agent restarts: new instanceId, sequences from 1.
+        process.send_signal(signal.SIGHUP)
+        restarted = process.stdout.readline().strip()
+        assert restarted.startswith("restarted instance_id=")
+        header = xml(get(f"{url}/current")).find(".//{*}Header")
+        assert header.get("instanceId") == restarted.split("=", 1)[1] != before
+        assert header.get("firstSequence") == "1"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=TIMEOUT) == 0
     finally:
