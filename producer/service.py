@@ -589,6 +589,11 @@ class AgentFollower:
 
     def _handle_part(self, part: StreamsDocument, cursor: int, instance_id: int) -> int:
         header = part.header
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("agent=%s event=part cursor=%d first=%s last=%s count=%d header_first=%s header_next=%s",
+                      self.agent, cursor, part.observations[0]["sequence"] if part.observations else None,
+                      part.observations[-1]["sequence"] if part.observations else None, len(part.observations),
+                      header.first_sequence, header.next_sequence)
         if header.instance_id is not None and header.instance_id != instance_id:
             raise _AgentRestarted(f"instanceId changed from {instance_id} to {header.instance_id}")
         if not part.observations:
@@ -619,6 +624,8 @@ class AgentFollower:
         """
         page = self.client.sample(None, self._count)
         header = page.header
+        log.info("agent=%s event=out_of_range cursor=%d oldest_first=%s oldest_next=%s",
+                 self.agent, cursor, header.first_sequence, header.next_sequence)
         if header.instance_id is not None and header.instance_id != instance_id:
             raise _AgentRestarted(f"instanceId changed from {instance_id} to {header.instance_id}")
         if header.next_sequence is not None and header.next_sequence <= cursor:

@@ -195,7 +195,7 @@ class ProducerCLI:
             log.write(f"\n===== producer #{len(self.started) + 1} started at {time.strftime('%H:%M:%S')} =====\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "producer", "run", "--agent", agent_url, "--bootstrap", bootstrap,
+                [sys.executable, "-m", "producer", "--verbose", "run", "--agent", agent_url, "--bootstrap", bootstrap,
                  "--topic-prefix", prefix],
                 cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -607,6 +607,95 @@ def test_pause_longer_than_buffer_records_one_exact_gap(kafka_broker, topic_pref
         f"the gap [{gap['first_missing']}, {gap['last_missing']}] is not exactly what is missing\n{context}")
     assert gap["last_missing"] - gap["first_missing"] + 1 > PAUSE_BUFFER, context
     assert first_code == 0 and code == 0, f"the producer exited with {first_code}, {code} on SIGTERM\n{producer_cli.tail()}"
+
+
+FREEZE_SPEED = 2000
+# About 3.5 s of the replay at this speed on average; the recorded data comes in bursts several
+# times faster, and a smaller buffer can overrun while the producer is still starting.
+FREEZE_BUFFER = 50_000
+
+
+def socket_backlog_bound_bytes() -> int:
+    """The most a frozen reader's loopback connection can absorb: the kernel's largest
+    autotuned receive buffer plus the largest send buffer (tcp_rmem / tcp_wmem maxima)."""
+    def maximum(name: str) -> int:
+        try:
+            return int(Path(f"/proc/sys/net/ipv4/{name}").read_text().split()[2])
+        except (OSError, ValueError, IndexError):
+            return 32 * 1024 * 1024
+    return maximum("tcp_rmem") + maximum("tcp_wmem")
+
+
+def bytes_per_observation(agent: ReplayAgent) -> float:
+    import requests
+
+    response = requests.get(f"{agent.url}/sample", params={"from": agent.first_sequence, "count": 2000}, timeout=10)
+    return len(response.content) / max(1, response.content.count(b' sequence="'))
+
+
+def test_frozen_producer_loses_and_doubles_nothing_it_does_not_record(kafka_broker, topic_prefix, replay_agents,
+                                                                       producer_cli):
+    """The producer process is frozen (SIGSTOP) with its stream open while the agent releases far
+    more than its buffer holds, then thawed (SIGCONT).
+
+    How much of that reaches the producer depends on the machine: the kernel keeps what the agent
+    already wrote into the socket (tens of MB with TCP autotuning), and the agent's stream writer
+    can also fall behind its own buffer in a burst; whatever the agent could no longer serve comes
+    back as OUT_OF_RANGE inside the stream. So the count of gaps is not fixed here (the SIGTERM test
+    above pins exactly one). What must hold in every case: nothing is doubled, the recorded gaps are
+    exactly the sequences missing from Kafka and never overlap, any gap lies after the point where
+    the freeze began, and the producer follows the agent again afterwards."""
+    bootstrap = kafka_broker.bootstrap
+    agent = replay_agents(speed=FREEZE_SPEED, start_time="19:00:00", buffer_size=FREEZE_BUFFER)
+    create_topics(bootstrap, topic_prefix)
+    watcher = CheckpointWatcher(bootstrap, topic_prefix, agent.url, producer_cli)
+    try:
+        process = producer_cli.start(agent.url, bootstrap, topic_prefix)
+        watcher.wait_for(lambda cp: True, 60, "the producer's first checkpoint")
+        stream_start = watcher.history[0]["next_sequence"]
+        # Frozen only once it is following closely, so the one gap can only come from the freeze.
+        watcher.wait_for(lambda cp: cp["next_sequence"] > stream_start + FREEZE_BUFFER
+                         and cp["next_sequence"] > agent.next_sequence - FREEZE_BUFFER // 3, 60,
+                         "the producer to follow the stream closely")
+        # Frozen until the agent has released more than its buffer plus everything the socket
+        # between them can possibly hold, so the agent's stream must fall behind its buffer.
+        released = FREEZE_BUFFER + int(1.2 * socket_backlog_bound_bytes() / bytes_per_observation(agent))
+        process.send_signal(signal.SIGSTOP)
+        producer_cli.note(f"SIGSTOP to producer pid {process.pid} until {released} more observations")
+        frozen_at = agent.next_sequence
+        frozen = time.monotonic()
+        wait_until(lambda: agent.next_sequence > frozen_at + released, 180,
+                   "the agent to release observations while the producer is frozen")
+        frozen_s = time.monotonic() - frozen
+        process.send_signal(signal.SIGCONT)
+        producer_cli.note(f"SIGCONT to producer pid {process.pid} after {frozen_s:.1f} s")
+        thawed_at = agent.next_sequence
+        watcher.wait_for(lambda cp: cp["next_sequence"] > thawed_at + FREEZE_BUFFER, 60,
+                         "the producer to follow the stream again after the freeze")
+        code = producer_cli.terminate()
+        final = latest_checkpoint(bootstrap, topic_prefix, agent.url)
+    finally:
+        watcher.close()
+
+    delivered = load_observations(bootstrap, topic_prefix)
+    gaps = load_gaps(bootstrap, topic_prefix)
+    counts = collections.Counter((d.agent, d.instance_id, d.sequence) for d in delivered)
+    doubled = {key[2]: n for key, n in counts.items() if n > 1}
+    streamed = {d.sequence for d in delivered if d.sequence >= stream_start}
+    not_in_kafka = set(range(stream_start, final["next_sequence"])) - streamed
+    context = (f"stream from {stream_start}, frozen at agent sequence {frozen_at} for {frozen_s:.1f} s, "
+               f"final checkpoint {final}; not in Kafka: {ranges(not_in_kafka)}; gaps: {gaps[:4]}\n"
+               f"{producer_cli.tail()}")
+    assert not doubled, f"DOUBLED: {len(doubled)} sequences: {ranges(doubled)}\n{context}"
+    assert all(g["reason"] == "OUT_OF_RANGE" and g["instance_id"] == agent.instance_id
+               and g["agent"] == agent.url for g in gaps), f"unexpected gaps\n{context}"
+    in_gaps = [s for g in gaps for s in range(g["first_missing"], g["last_missing"] + 1)]
+    assert len(in_gaps) == len(set(in_gaps)), f"gaps overlap\n{context}"
+    assert not_in_kafka == set(in_gaps), f"the gaps are not exactly what is missing\n{context}"
+    assert all(frozen_at - FREEZE_BUFFER <= g["first_missing"] for g in gaps), f"a gap before the freeze\n{context}"
+    assert final["next_sequence"] > thawed_at + FREEZE_BUFFER and max(streamed) == final["next_sequence"] - 1, context
+    print(f"freeze of {frozen_s:.1f} s: {len(gaps)} gap(s), {len(in_gaps)} observations the agent could no longer serve")
+    assert code == 0, f"the producer exited with {code} on SIGTERM\n{producer_cli.tail()}"
 
 
 # --------------------------------------------------------------------------- (d) the broker goes away
