@@ -66,7 +66,7 @@ from page_agent import PageAgent  # noqa: E402
 from producer import wire  # noqa: E402
 from producer.broker import LocalBroker, kafka_version  # noqa: E402
 from producer.mtconnect.documents import parse_devices, parse_streams  # noqa: E402
-from producer.service import ensure_topics  # noqa: E402
+from producer.service import ensure_topics, read_to_end  # noqa: E402
 
 MIN_OBSERVATIONS = int(os.environ.get("BENCH_OBSERVATIONS", "400000"))
 TIMEOUT_S = float(os.environ.get("BENCH_TIMEOUT", "600"))
@@ -223,39 +223,20 @@ def seed_and_consumer(bootstrap: str, prefix: str, agent: PageAgent) -> Consumer
 
 def verify_observations(bootstrap: str, prefix: str, expected: int) -> str:
     """Read the observations topic back (read_committed): every sequence exactly once?"""
-    topic = wire.topic_name(wire.OBSERVATIONS, prefix)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-verify-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "enable.partition.eof": True})
-    try:
-        partitions = list(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        pending = set(partitions)
-        sequences = bytearray(expected + 1)
-        total = duplicates = outside = 0
-        deadline = time.monotonic() + 300
-        while pending and time.monotonic() < deadline:
-            for message in consumer.consume(num_messages=10000, timeout=0.5):
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(message.partition())
-                        continue
-                    raise RuntimeError(f"verify: {error.str()}")
-                sequence = wire.decode(message.value())["sequence"]
-                total += 1
-                if 1 <= sequence <= expected:
-                    duplicates += sequences[sequence]
-                    sequences[sequence] = 1
-                else:
-                    outside += 1
-        missing = expected - sum(sequences)
-    finally:
-        consumer.close()
-    ok = not pending and total == expected and missing == 0 and duplicates == 0 and outside == 0
+    sequences = bytearray(expected + 1)
+    total = duplicates = outside = 0
+    for message in read_to_end({"bootstrap.servers": bootstrap}, wire.topic_name(wire.OBSERVATIONS, prefix), 300):
+        sequence = wire.decode(message.value())["sequence"]
+        total += 1
+        if 1 <= sequence <= expected:
+            duplicates += sequences[sequence]
+            sequences[sequence] = 1
+        else:
+            outside += 1
+    missing = expected - sum(sequences)
+    ok = total == expected and missing == 0 and duplicates == 0 and outside == 0
     return (f"{'OK' if ok else 'MISMATCH'}: {total:,} committed observation messages, "
-            f"{missing:,} sequences missing, {duplicates:,} duplicates, {outside:,} outside 1..{expected:,}"
-            + ("" if not pending else f", partitions {sorted(pending)} not read to the end"))
+            f"{missing:,} sequences missing, {duplicates:,} duplicates, {outside:,} outside 1..{expected:,}")
 
 
 def producer_timeline(stderr_path: Path, spawned_epoch: float, limit: int = 12) -> list[str]:

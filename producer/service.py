@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from producer import wire
@@ -90,46 +90,57 @@ def ensure_topics(admin_config: dict[str, str], prefix: str, observation_partiti
         log.info("event=topic_ready topic=%s", name)
 
 
-def read_checkpoints(consumer_config: dict[str, str], prefix: str, timeout: float = 30.0) -> dict[str, Checkpoint]:
-    """The last committed checkpoint of every agent (read_committed, to the end of the topic)."""
-    topic = wire.topic_name(wire.CHECKPOINTS, prefix)
-    config = dict(consumer_config)
-    config.update({
-        "group.id": f"machine-monitor-checkpoint-reader-{uuid.uuid4().hex}",
-        "enable.auto.commit": False,
-        "isolation.level": "read_committed",
-        "auto.offset.reset": "earliest",
-        # EOF is reported at the last stable offset, past any transaction markers.
-        "enable.partition.eof": True,
+def read_to_end(client_config: dict[str, Any], topic: str, timeout: float = 30.0,
+                isolation: str = "read_committed") -> Iterator[Any]:
+    """Every message of `topic` from its beginning to its current end, partition by partition.
+
+    With `read_committed` the end is each partition's last stable offset, past any transaction
+    markers, so an open transaction is never waited for and never seen. `client_config` gives
+    the connection (bootstrap servers, security). A missing topic yields nothing; not reaching
+    the end within `timeout` raises `KafkaException`.
+    """
+    config = {
         "logger": kafka_log,
-    })
+        **client_config,
+        "group.id": f"machine-monitor-reader-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "isolation.level": isolation,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,
+    }
     consumer = Consumer(config)
-    checkpoints: dict[str, Checkpoint] = {}
     try:
         metadata = consumer.list_topics(topic, timeout=timeout)
         if topic not in metadata.topics or metadata.topics[topic].error is not None:
-            return checkpoints
+            return
         partitions = list(metadata.topics[topic].partitions)
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         pending = set(partitions)
         deadline = time.monotonic() + timeout
         while pending:
             if time.monotonic() > deadline:
                 raise KafkaException(KafkaError(KafkaError._TIMED_OUT,
-                                                f"reading {topic} did not reach its end within {timeout} s"))
-            for message in consumer.consume(num_messages=1000, timeout=0.5):
+                                                f"reading {topic} did not reach its end within {timeout} s "
+                                                f"(partitions {sorted(pending)})"))
+            for message in consumer.consume(num_messages=10000, timeout=0.5):
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
                         pending.discard(message.partition())
                         continue
                     raise KafkaException(error)
-                value = wire.decode(message.value())
-                if value is not None:
-                    checkpoints[message.key().decode()] = Checkpoint(int(value["instance_id"]),
-                                                                     int(value["next_sequence"]))
+                yield message
     finally:
         consumer.close()
+
+
+def read_checkpoints(consumer_config: dict[str, str], prefix: str, timeout: float = 30.0) -> dict[str, Checkpoint]:
+    """The last committed checkpoint of every agent (read_committed, to the end of the topic)."""
+    checkpoints: dict[str, Checkpoint] = {}
+    for message in read_to_end(consumer_config, wire.topic_name(wire.CHECKPOINTS, prefix), timeout):
+        value = wire.decode(message.value())
+        if value is not None:
+            checkpoints[message.key().decode()] = Checkpoint(int(value["instance_id"]), int(value["next_sequence"]))
     return checkpoints
 
 

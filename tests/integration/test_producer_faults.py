@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from producer import wire
 from producer.broker import LocalBroker
 from producer.replay import ReplayAgent
+from producer.service import read_to_end as service_read_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -87,27 +88,8 @@ def _partitions(consumer: Consumer, topic: str) -> list[int]:
 
 def read_to_end(bootstrap: str, topic: str, isolation: str = "read_committed", timeout: float = 120.0) -> list:
     """Every message of `topic` from the beginning up to partition EOF on every partition
-    (with read_committed that is the last stable offset)."""
-    consumer = _consumer(bootstrap, isolation, **{"enable.partition.eof": True})
-    messages = []
-    try:
-        partitions = _partitions(consumer, topic)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        pending = set(partitions)
-        deadline = time.monotonic() + timeout
-        while pending:
-            assert time.monotonic() < deadline, f"{topic}: partitions {sorted(pending)} did not reach EOF in {timeout} s"
-            for message in consumer.consume(num_messages=10000, timeout=0.5):
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(message.partition())
-                        continue
-                    raise KafkaException(error)
-                messages.append(message)
-    finally:
-        consumer.close()
-    return messages
+    (with read_committed that is the last stable offset), with the producer's own reader."""
+    return list(service_read_to_end({"bootstrap.servers": bootstrap, "logger": KAFKA_LOG}, topic, timeout, isolation))
 
 
 class Watermarks:
@@ -332,6 +314,30 @@ def ranges(numbers: Iterable[int], limit: int = 12) -> str:
             runs.append([number, number])
     text = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in runs[:limit])
     return text + (f", ... ({len(runs)} runs)" if len(runs) > limit else "") if runs else "none"
+
+
+@dataclass
+class StreamOutcome:
+    """What reached Kafka from `stream_start` up to the final checkpoint, for the gap tests."""
+
+    delivered: list[Delivered]
+    gaps: list[dict]
+    doubled: dict[int, int]  # sequence -> copies, for sequences delivered more than once
+    streamed: set[int]  # sequences delivered from stream_start on
+    not_in_kafka: set[int]  # sequences in [stream_start, final next_sequence) never delivered
+
+
+def stream_outcome(bootstrap: str, prefix: str, stream_start: int, final_next: int) -> StreamOutcome:
+    delivered = load_observations(bootstrap, prefix)
+    counts = collections.Counter((d.agent, d.instance_id, d.sequence) for d in delivered)
+    streamed = {d.sequence for d in delivered if d.sequence >= stream_start}
+    return StreamOutcome(
+        delivered=delivered,
+        gaps=load_gaps(bootstrap, prefix),
+        doubled={key[2]: n for key, n in counts.items() if n > 1},
+        streamed=streamed,
+        not_in_kafka=set(range(stream_start, final_next)) - streamed,
+    )
 
 
 def exactly_once_problems(delivered: Iterable[Delivered], agent_url: str, instance_id: int,
@@ -579,13 +585,10 @@ def test_pause_longer_than_buffer_records_one_exact_gap(kafka_broker, topic_pref
     finally:
         watcher.close()
 
-    delivered = load_observations(bootstrap, topic_prefix)
-    gaps = load_gaps(bootstrap, topic_prefix)
-    counts = collections.Counter((d.agent, d.instance_id, d.sequence) for d in delivered)
-    doubled = {key[2]: n for key, n in counts.items() if n > 1}
-    streamed = {d.sequence for d in delivered if d.sequence >= stream_start}
+    outcome = stream_outcome(bootstrap, topic_prefix, stream_start, final["next_sequence"])
+    delivered, gaps, doubled = outcome.delivered, outcome.gaps, outcome.doubled
+    streamed, not_in_kafka = outcome.streamed, outcome.not_in_kafka
     window = set(range(stream_start, final["next_sequence"]))
-    not_in_kafka = window - streamed
     in_gaps = [s for g in gaps if g["last_missing"] is not None for s in range(g["first_missing"], g["last_missing"] + 1)]
     after_gaps = [s for s in streamed if not in_gaps or s > max(in_gaps)]
     context = (f"stream from {stream_start}; producer stopped at checkpoint {paused['next_sequence']} for {pause_s:.1f} s "
@@ -677,12 +680,8 @@ def test_frozen_producer_loses_and_doubles_nothing_it_does_not_record(kafka_brok
     finally:
         watcher.close()
 
-    delivered = load_observations(bootstrap, topic_prefix)
-    gaps = load_gaps(bootstrap, topic_prefix)
-    counts = collections.Counter((d.agent, d.instance_id, d.sequence) for d in delivered)
-    doubled = {key[2]: n for key, n in counts.items() if n > 1}
-    streamed = {d.sequence for d in delivered if d.sequence >= stream_start}
-    not_in_kafka = set(range(stream_start, final["next_sequence"])) - streamed
+    outcome = stream_outcome(bootstrap, topic_prefix, stream_start, final["next_sequence"])
+    gaps, doubled, streamed, not_in_kafka = outcome.gaps, outcome.doubled, outcome.streamed, outcome.not_in_kafka
     context = (f"stream from {stream_start}, frozen at agent sequence {frozen_at} for {frozen_s:.1f} s, "
                f"final checkpoint {final}; not in Kafka: {ranges(not_in_kafka)}; gaps: {gaps[:4]}\n"
                f"{producer_cli.tail()}")
