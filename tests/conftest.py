@@ -7,12 +7,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from repo_paths import REPO_ROOT, SHARED_DATA
 
 # Qt must never try to reach a display in the test run (tests that need X start Xvfb themselves).
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "mtconnect"
 RESOURCES = REPO_ROOT / "resources"
 
 

@@ -20,6 +20,7 @@ from producer import wire
 from producer.mtconnect.documents import parse_devices
 
 from desktop.core.batch import Batch, Record, build_batch
+from repo_paths import REPO_ROOT, SHARED_DATA
 
 RECORDED_DATA_ENV = "MACHINE_MONITOR_RECORDED_DATA"
 RECORDED_AGENT = "http://recorded.invalid/nist-vds"
@@ -29,15 +30,14 @@ def _nist_folders() -> tuple[Path, Path]:
     """(folder of Devices.xml, folder of the SHDR day files): `$MACHINE_MONITOR_RECORDED_DATA`
     or the shared data folder next to the checkout (`nist-smstestbed/agent` and `/shdr`),
     else the replay agent's copy in `resources/replay` (both in one folder)."""
-    root = Path(__file__).resolve().parents[1]
     from_env = os.environ.get(RECORDED_DATA_ENV)
     candidates = [Path(from_env)] if from_env else []
-    candidates.append(root.parent / "shared" / "data" / "mtconnect")
+    candidates.append(SHARED_DATA)
     for base in candidates:
         nist = base / "nist-smstestbed"
         if (nist / "agent" / "Devices.xml").is_file():
             return nist / "agent", nist / "shdr"
-    replay = root / "resources" / "replay"
+    replay = REPO_ROOT / "resources" / "replay"
     if (replay / "Devices.xml").is_file():
         return replay, replay
     raise FileNotFoundError("recorded NIST data not found in: " + ", ".join(map(str, [*candidates, replay])))

@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 
-import pytest
 import requests
 from confluent_kafka import Consumer, KafkaError, Producer
 
@@ -48,6 +47,15 @@ def read_topic(bootstrap: str, topic: str, idle_s: float = 3.0, limit_s: float =
                 last_new = time.monotonic()
     finally:
         consumer.close()
+    return messages
+
+
+def wait_for_messages(bootstrap: str, topic: str, timeout: float) -> list:
+    """The committed messages of `topic` as soon as there are any (empty after `timeout`)."""
+    messages = []
+    deadline = time.monotonic() + timeout
+    while not messages and time.monotonic() < deadline:
+        messages = read_topic(bootstrap, topic, idle_s=1.0, limit_s=5)
     return messages
 
 
@@ -149,10 +157,7 @@ def test_unreachable_agent_is_reported_and_retried(kafka_broker, topic_prefix):
     runner = threading.Thread(target=service.run, daemon=True)
     runner.start()
     try:
-        status = []
-        deadline = time.monotonic() + 30
-        while not status and time.monotonic() < deadline:
-            status = read_topic(kafka_broker.bootstrap, topic_prefix + wire.AGENT_STATUS, idle_s=1.0, limit_s=5)
+        status = wait_for_messages(kafka_broker.bootstrap, topic_prefix + wire.AGENT_STATUS, 30)
         assert status, "no agent-status message for an unreachable agent"
         value = wire.decode(status[-1].value())
         assert value["state"] == "unreachable" and url in value["last_error"]
@@ -263,20 +268,14 @@ def test_malformed_document_is_reported_with_its_position_and_the_service_recove
     runner = threading.Thread(target=service.run, daemon=True)
     runner.start()
     try:
-        status = []
-        deadline = time.monotonic() + 30
-        while not status and time.monotonic() < deadline:
-            status = read_topic(kafka_broker.bootstrap, topic_prefix + wire.AGENT_STATUS, idle_s=1.0, limit_s=5)
+        status = wait_for_messages(kafka_broker.bootstrap, topic_prefix + wire.AGENT_STATUS, 30)
         assert status, "no agent-status message for an agent serving a broken document"
         error = wire.decode(status[-1].value())["last_error"]
         assert url in error and "line" in error and "column" in error, error
         assert runner.is_alive(), "the service stopped on a malformed document"
 
         served["probe"] = whole
-        devices = []
-        deadline = time.monotonic() + 60
-        while not devices and time.monotonic() < deadline:
-            devices = read_topic(kafka_broker.bootstrap, topic_prefix + wire.DEVICES, idle_s=1.0, limit_s=5)
+        devices = wait_for_messages(kafka_broker.bootstrap, topic_prefix + wire.DEVICES, 60)
         assert {wire.decode(m.value())["device_name"] for m in devices} >= {"GFAgie01", "Mazak01", "Mazak03"}
     finally:
         service.stop()

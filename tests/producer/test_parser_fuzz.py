@@ -12,12 +12,12 @@ from __future__ import annotations
 import functools
 import gzip
 import re
-from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
+from repo_paths import SHARED_DATA
 
 from producer import wire
 from producer.mtconnect.documents import (
@@ -30,7 +30,6 @@ from producer.mtconnect.documents import (
     parse_streams,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mtconnect"
 FUZZ = settings(max_examples=200, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 CANONICAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")

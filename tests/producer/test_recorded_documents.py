@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
+from repo_paths import SHARED_DATA
 
 from producer import wire
 from producer.mtconnect.documents import (
@@ -26,12 +27,11 @@ from producer.mtconnect.documents import (
 
 # The same place tests/conftest.py's `shared_data` fixture points at; needed at collection
 # time to give every file its own test id. The fixture still asserts the directory exists.
-_SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mtconnect"
 _FILES = sorted(
-    str(path.relative_to(_SHARED_DATA))
-    for path in _SHARED_DATA.rglob("*")
+    str(path.relative_to(SHARED_DATA))
+    for path in SHARED_DATA.rglob("*")
     if path.is_file() and path.name.endswith((".xml", ".xml.gz"))
-) if _SHARED_DATA.is_dir() else []
+) if SHARED_DATA.is_dir() else []
 
 # The data set's README lists 65 XML documents.
 EXPECTED_FILE_COUNT = 65
@@ -61,7 +61,7 @@ def _xpath(root: etree._Element, path: str) -> list:
 
 
 def test_the_whole_recorded_set_is_walked(shared_data):
-    assert shared_data == _SHARED_DATA
+    assert shared_data == SHARED_DATA
     assert len(_FILES) == EXPECTED_FILE_COUNT, _FILES
 
 
