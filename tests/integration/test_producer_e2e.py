@@ -6,6 +6,7 @@ cleanly on SIGTERM.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -50,6 +51,19 @@ def read_topic(bootstrap: str, topic: str, idle_s: float = 3.0, limit_s: float =
     return messages
 
 
+@contextlib.contextmanager
+def running_service(bootstrap: str, prefix: str, agents: list[str]):
+    """The producer service on a thread for the `with` block; stopped and joined at its end."""
+    service = ProducerService(ServiceConfig(agents=agents, bootstrap=bootstrap, topic_prefix=prefix))
+    runner = threading.Thread(target=service.run, daemon=True)
+    runner.start()
+    try:
+        yield service, runner
+    finally:
+        service.stop()
+        runner.join(30)
+
+
 def wait_for_messages(bootstrap: str, topic: str, timeout: float) -> list:
     """The committed messages of `topic` as soon as there are any (empty after `timeout`)."""
     messages = []
@@ -82,15 +96,10 @@ def test_every_served_observation_arrives_once_in_order(kafka_broker, topic_pref
     # holds, including the Mazak03 fault recorded at 20:29:56, whenever the service got going.
     with ReplayAgent(speed=100, start_time="20:29:30") as agent:
         _seed_checkpoint(kafka_broker.bootstrap, topic_prefix, agent, 1)
-        service = ProducerService(ServiceConfig(agents=[agent.url], bootstrap=kafka_broker.bootstrap,
-                                                topic_prefix=topic_prefix))
-        runner = threading.Thread(target=service.run, daemon=True)
-        runner.start()
-        deadline = time.monotonic() + 60
-        while service.published < 3000 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        service.stop()
-        runner.join(30)
+        with running_service(kafka_broker.bootstrap, topic_prefix, [agent.url]) as (service, runner):
+            deadline = time.monotonic() + 60
+            while service.published < 3000 and time.monotonic() < deadline:
+                time.sleep(0.2)
         assert not runner.is_alive()
         assert service.published >= 3000
 
@@ -123,17 +132,10 @@ def test_every_served_observation_arrives_once_in_order(kafka_broker, topic_pref
 def test_device_models_and_agent_status_are_published(kafka_broker, topic_prefix):
     with ReplayAgent(speed=10) as agent:
         agent_url = agent.url
-        service = ProducerService(ServiceConfig(agents=[agent.url], bootstrap=kafka_broker.bootstrap,
-                                                topic_prefix=topic_prefix))
-        runner = threading.Thread(target=service.run, daemon=True)
-        runner.start()
-        try:
+        with running_service(kafka_broker.bootstrap, topic_prefix, [agent.url]) as (service, _runner):
             deadline = time.monotonic() + 60
             while service.published == 0 and time.monotonic() < deadline:
                 time.sleep(0.1)
-        finally:
-            service.stop()
-            runner.join(30)
     devices = {m.key().decode(): wire.decode(m.value()) for m in read_topic(kafka_broker.bootstrap, topic_prefix + wire.DEVICES, idle_s=1.5)}
     assert sorted(d["device_name"] for d in devices.values()) == [
         "GFAgie01", "Hurco01", "Hurco02", "Hurco03", "Hurco04", "Hurco06", "Mazak01", "Mazak03"]
@@ -153,18 +155,12 @@ def test_unreachable_agent_is_reported_and_retried(kafka_broker, topic_prefix):
     from producer.broker import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
-    service = ProducerService(ServiceConfig(agents=[url], bootstrap=kafka_broker.bootstrap, topic_prefix=topic_prefix))
-    runner = threading.Thread(target=service.run, daemon=True)
-    runner.start()
-    try:
+    with running_service(kafka_broker.bootstrap, topic_prefix, [url]) as (_service, runner):
         status = wait_for_messages(kafka_broker.bootstrap, topic_prefix + wire.AGENT_STATUS, 30)
         assert status, "no agent-status message for an unreachable agent"
         value = wire.decode(status[-1].value())
         assert value["state"] == "unreachable" and url in value["last_error"]
         assert runner.is_alive(), "the service gave up instead of retrying"
-    finally:
-        service.stop()
-        runner.join(30)
 
 
 def test_cli_service_stops_cleanly_on_sigterm(kafka_broker, topic_prefix):
@@ -211,19 +207,12 @@ def test_one_service_follows_several_agents_each_with_its_own_cursor(kafka_broke
         _seed_checkpoint(kafka_broker.bootstrap, topic_prefix, second, 1001)
         first_url, second_url = first.url, second.url
         targets = {first_url: first.next_sequence, second_url: second.next_sequence}
-        service = ProducerService(ServiceConfig(agents=[first.url, second.url], bootstrap=kafka_broker.bootstrap,
-                                                topic_prefix=topic_prefix))
-        runner = threading.Thread(target=service.run, daemon=True)
-        runner.start()
-        try:
+        with running_service(kafka_broker.bootstrap, topic_prefix, [first_url, second_url]) as (service, runner):
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not all(
                     f.checkpoint is not None and f.checkpoint.next_sequence >= targets[f.agent]
                     for f in service.followers if f.agent in targets) or len(service.followers) < 2:
                 time.sleep(0.2)
-        finally:
-            service.stop()
-            runner.join(30)
         assert not runner.is_alive()
         instances = {first_url: first.instance_id, second_url: second.instance_id}
 
@@ -264,21 +253,17 @@ def test_malformed_document_is_reported_with_its_position_and_the_service_recove
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    service = ProducerService(ServiceConfig(agents=[url], bootstrap=kafka_broker.bootstrap, topic_prefix=topic_prefix))
-    runner = threading.Thread(target=service.run, daemon=True)
-    runner.start()
     try:
-        status = wait_for_messages(kafka_broker.bootstrap, topic_prefix + wire.AGENT_STATUS, 30)
-        assert status, "no agent-status message for an agent serving a broken document"
-        error = wire.decode(status[-1].value())["last_error"]
-        assert url in error and "line" in error and "column" in error, error
-        assert runner.is_alive(), "the service stopped on a malformed document"
+        with running_service(kafka_broker.bootstrap, topic_prefix, [url]) as (_service, runner):
+            status = wait_for_messages(kafka_broker.bootstrap, topic_prefix + wire.AGENT_STATUS, 30)
+            assert status, "no agent-status message for an agent serving a broken document"
+            error = wire.decode(status[-1].value())["last_error"]
+            assert url in error and "line" in error and "column" in error, error
+            assert runner.is_alive(), "the service stopped on a malformed document"
 
-        served["probe"] = whole
-        devices = wait_for_messages(kafka_broker.bootstrap, topic_prefix + wire.DEVICES, 60)
-        assert {wire.decode(m.value())["device_name"] for m in devices} >= {"GFAgie01", "Mazak01", "Mazak03"}
+            served["probe"] = whole
+            devices = wait_for_messages(kafka_broker.bootstrap, topic_prefix + wire.DEVICES, 60)
+            assert {wire.decode(m.value())["device_name"] for m in devices} >= {"GFAgie01", "Mazak01", "Mazak03"}
     finally:
-        service.stop()
-        runner.join(30)
         server.shutdown()
         server.server_close()
