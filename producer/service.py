@@ -275,12 +275,13 @@ class _Prefetch:
 class AgentFollower:
     """Follows one agent: probe, current, then the sample stream, each batch in one transaction.
 
-    The committed checkpoint in Kafka is the only source of the cursor: every session
-    (start, agent trouble, aborted transaction) first creates the transactional producer
-    — `init_transactions` completes or aborts whatever a predecessor with the same
-    transactional id left open, even a process killed with SIGKILL mid-commit — and only
-    then reads the checkpoint with `read_committed`. So a batch is never sent twice and
-    never skipped, whatever happened before.
+    The cursor always continues from the last committed checkpoint. Whenever a transactional
+    producer is created (at start, and after one was dropped because a transaction's outcome
+    was unknown), `init_transactions` first completes or aborts whatever a predecessor with the
+    same transactional id left open, even a process killed with SIGKILL mid-commit, and only
+    then is the checkpoint read back with `read_committed`. While the same producer lives, the
+    checkpoint in memory is the last one it committed (it changes only after a commit
+    succeeded). So a batch is never sent twice and never skipped, whatever happened before.
     """
 
     def __init__(self, agent: str, config: ServiceConfig, stop_event: threading.Event,
@@ -536,8 +537,16 @@ class AgentFollower:
 
     def _session(self, backoff: Backoff) -> None:
         """One connection's worth of following, from the checkpoint committed in Kafka."""
-        self.producer  # noqa: B018 - init_transactions first: it settles any open transaction
-        self.checkpoint = read_checkpoint(self.config.kafka_properties(), self.prefix, self.agent)
+        if self._producer is None:
+            # A new producer's init_transactions settles whatever its predecessor left open; only
+            # then is the committed checkpoint final. While the same producer lives, the
+            # checkpoint in memory is exactly the last one it committed.
+            self.producer  # noqa: B018
+            try:
+                self.checkpoint = read_checkpoint(self.config.kafka_properties(), self.prefix, self.agent)
+            except BaseException:
+                self._drop_producer()  # so the next session reads it again
+                raise
         devices = self.client.probe()
         instance_id = devices.header.instance_id
         # Agents refuse a `count` above their buffer size (cppagent answers INVALID_REQUEST).
