@@ -54,7 +54,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from lxml import etree
 
-NIST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mtconnect" / "nist-smstestbed"
+NIST = Path(__file__).resolve().parent.parent / "tests" / "data" / "mtconnect" / "nist-smstestbed"
 PAGES_DIR = NIST / "sample-pages"
 DEVICES_FILE = NIST / "agent" / "Devices.xml"
 PAGE_FILES = tuple(PAGES_DIR / f"qdr_input{n:03d}.xml.gz" for n in range(1, 11))

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from repo_paths import REPO_ROOT, SHARED_DATA
+from repo_paths import REPO_ROOT, RECORDED_DATA
 
 # Qt must never try to reach a display in the test run (tests that need X start Xvfb themselves).
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -24,10 +24,10 @@ def _hermetic_user_dirs(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The recorded MTConnect data (falls back to the copy in resources/ for the replay set)."""
-    assert SHARED_DATA.is_dir(), f"recorded MTConnect data not found at {SHARED_DATA}"
-    return SHARED_DATA
+def recorded_data() -> Path:
+    """The recorded MTConnect documents in tests/data/mtconnect (see its README.md)."""
+    assert RECORDED_DATA.is_dir(), f"recorded MTConnect data not found at {RECORDED_DATA}"
+    return RECORDED_DATA
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ decoding path of `batch.build_batch`.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -20,35 +19,19 @@ from producer import wire
 from producer.mtconnect.documents import parse_devices
 
 from desktop.core.batch import Batch, Record, build_batch
-from repo_paths import REPO_ROOT, SHARED_DATA
+from repo_paths import REPLAY_DATA
 
-RECORDED_DATA_ENV = "MACHINE_MONITOR_RECORDED_DATA"
 RECORDED_AGENT = "http://recorded.invalid/nist-vds"
 
 
-def _nist_folders() -> tuple[Path, Path]:
-    """(folder of Devices.xml, folder of the SHDR day files): `$MACHINE_MONITOR_RECORDED_DATA`
-    or the shared data folder next to the checkout (`nist-smstestbed/agent` and `/shdr`),
-    else the replay agent's copy in `resources/replay` (both in one folder)."""
-    from_env = os.environ.get(RECORDED_DATA_ENV)
-    candidates = [Path(from_env)] if from_env else []
-    candidates.append(SHARED_DATA)
-    for base in candidates:
-        nist = base / "nist-smstestbed"
-        if (nist / "agent" / "Devices.xml").is_file():
-            return nist / "agent", nist / "shdr"
-    replay = REPO_ROOT / "resources" / "replay"
-    if (replay / "Devices.xml").is_file():
-        return replay, replay
-    raise FileNotFoundError("recorded NIST data not found in: " + ", ".join(map(str, [*candidates, replay])))
-
-
 def nist_devices_xml() -> Path:
-    return _nist_folders()[0] / "Devices.xml"
+    """The NIST VDS device file, as the replay agent serves it (`resources/replay`)."""
+    return REPLAY_DATA / "Devices.xml"
 
 
 def nist_shdr(name: str) -> Path:
-    return _nist_folders()[1] / name
+    """One recorded SHDR day file of `resources/replay`, e.g. `Mazak03-20161116-20161117.txt`."""
+    return REPLAY_DATA / name
 
 
 def load_devices(devices_xml: Path | None = None, agent: str = RECORDED_AGENT) -> list[dict[str, Any]]:

@@ -229,13 +229,13 @@ def test_one_service_follows_several_agents_each_with_its_own_cursor(kafka_broke
 
 
 def test_malformed_document_is_reported_with_its_position_and_the_service_recovers(kafka_broker, topic_prefix,
-                                                                                  shared_data):
+                                                                                  recorded_data):
     # An agent (here a minimal HTTP server) first answers `probe` with the NIST device file cut
     # off mid-element, then with the whole file. The service must name the agent and the
     # position of the damage, keep running, and publish the device model once it is whole.
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    whole = (shared_data / "nist-smstestbed" / "agent" / "Devices.xml").read_bytes()
+    whole = (recorded_data / "nist-smstestbed" / "agent" / "Devices.xml").read_bytes()
     served = {"probe": whole[: len(whole) // 2]}
 
     class Handler(BaseHTTPRequestHandler):

@@ -26,14 +26,14 @@ NIST_DEVICES = {
 }
 
 
-def _sample_page(shared_data, number: int) -> bytes:
-    return gzip.decompress((shared_data / "nist-smstestbed" / "sample-pages" / f"qdr_input{number:03d}.xml.gz").read_bytes())
+def _sample_page(recorded_data, number: int) -> bytes:
+    return gzip.decompress((recorded_data / "nist-smstestbed" / "sample-pages" / f"qdr_input{number:03d}.xml.gz").read_bytes())
 
 
-def test_nist_device_file_gives_eight_devices_with_their_data_items(shared_data):
-    document = parse_devices((shared_data / "nist-smstestbed" / "agent" / "Devices.xml").read_bytes(), "http://agent")
+def test_nist_device_file_gives_eight_devices_with_their_data_items(recorded_data):
+    document = parse_devices((recorded_data / "nist-smstestbed" / "agent" / "Devices.xml").read_bytes(), "http://agent")
     assert {d["device_name"]: d["device_uuid"] for d in document.devices} == NIST_DEVICES
-    raw = etree.parse(str(shared_data / "nist-smstestbed" / "agent" / "Devices.xml"))
+    raw = etree.parse(str(recorded_data / "nist-smstestbed" / "agent" / "Devices.xml"))
     assert len(document.data_items) == len(raw.getroot().xpath("//*[local-name()='DataItem']"))
     mazak03 = next(d for d in document.devices if d["device_name"] == "Mazak03")
     spindle = [i for i in mazak03["data_items"] if i["type"] == "ROTARY_VELOCITY"]
@@ -42,9 +42,9 @@ def test_nist_device_file_gives_eight_devices_with_their_data_items(shared_data)
 
 
 @pytest.mark.parametrize("page", range(1, 11))
-def test_every_nist_sample_page_parses_to_one_observation_per_sequenced_element(shared_data, page):
-    payload = _sample_page(shared_data, page)
-    devices = parse_devices((shared_data / "nist-smstestbed" / "agent" / "Devices.xml").read_bytes(), "http://agent")
+def test_every_nist_sample_page_parses_to_one_observation_per_sequenced_element(recorded_data, page):
+    payload = _sample_page(recorded_data, page)
+    devices = parse_devices((recorded_data / "nist-smstestbed" / "agent" / "Devices.xml").read_bytes(), "http://agent")
     document = parse_streams(payload, "http://agent", devices.data_items)
     assert len(document.observations) == count_sequenced_elements(payload)
     sequences = [o["sequence"] for o in document.observations]
@@ -55,17 +55,17 @@ def test_every_nist_sample_page_parses_to_one_observation_per_sequenced_element(
         assert observation["category"] in wire.CATEGORIES
 
 
-def test_sample_pages_chain_by_next_sequence(shared_data):
+def test_sample_pages_chain_by_next_sequence(recorded_data):
     previous = None
     for page in range(1, 4):
-        document = parse_streams(_sample_page(shared_data, page), "http://agent")
+        document = parse_streams(_sample_page(recorded_data, page), "http://agent")
         if previous is not None:
             assert document.observations[0]["sequence"] == previous.header.next_sequence
         previous = document
 
 
-def test_nist_current_with_undeclared_extension_prefix_and_fault(shared_data):
-    payload = (shared_data / "cppagent" / "simulator-removed-2023" / "out.xml").read_bytes()
+def test_nist_current_with_undeclared_extension_prefix_and_fault(recorded_data):
+    payload = (recorded_data / "cppagent" / "simulator-removed-2023" / "out.xml").read_bytes()
     document = parse_streams(payload, "https://smstestbed.nist.gov/vds")
     assert len(document.observations) == 242
     faults = [o for o in document.observations if o["category"] == "CONDITION" and o["level"] == "FAULT"]
@@ -74,18 +74,18 @@ def test_nist_current_with_undeclared_extension_prefix_and_fault(shared_data):
     assert all(o["timestamp"].endswith("Z") for o in document.observations)
 
 
-def test_unavailable_three_space_and_numbers_keep_their_shape(shared_data):
-    document = parse_streams(_sample_page(shared_data, 3), "http://agent")
+def test_unavailable_three_space_and_numbers_keep_their_shape(recorded_data):
+    document = parse_streams(_sample_page(recorded_data, 3), "http://agent")
     kinds = {type(o["value"]).__name__ for o in document.observations if o["category"] == "SAMPLE"}
     assert {"float", "list"} <= kinds
     path_positions = [o["value"] for o in document.observations if o["type"] == "PATH_POSITION" and o["value"] != "UNAVAILABLE"]
     assert path_positions and all(isinstance(v, list) and len(v) == 3 for v in path_positions)
-    first_page = parse_streams(_sample_page(shared_data, 1), "http://agent")
+    first_page = parse_streams(_sample_page(recorded_data, 1), "http://agent")
     assert any(o["value"] == wire.UNAVAILABLE for o in first_page.observations)
 
 
-def test_condition_fields_from_spec_style_document(shared_data):
-    document = parse_streams((shared_data / "hivemq-edge" / "streams" / "streams-1-5.xml").read_bytes(), "a")
+def test_condition_fields_from_spec_style_document(recorded_data):
+    document = parse_streams((recorded_data / "hivemq-edge" / "streams" / "streams-1-5.xml").read_bytes(), "a")
     conditions = [o for o in document.observations if o["category"] == "CONDITION"]
     assert {o["level"] for o in conditions} >= {"WARNING", "FAULT"}
     assert any(o["qualifier"] == "HIGH" and o["native_code"] for o in conditions)
@@ -93,16 +93,16 @@ def test_condition_fields_from_spec_style_document(shared_data):
     assert series and len(series[0]["value"]) == series[0]["sample_count"]
 
 
-def test_error_document_raises_with_its_code(shared_data):
-    payload = (shared_data / "cppagent" / "extracted" / "IntelAgent-2.0.0.1-MTConnectError-OUT_OF_RANGE.xml").read_bytes()
+def test_error_document_raises_with_its_code(recorded_data):
+    payload = (recorded_data / "cppagent" / "extracted" / "IntelAgent-2.0.0.1-MTConnectError-OUT_OF_RANGE.xml").read_bytes()
     with pytest.raises(AgentError) as raised:
         parse_streams(payload, "http://intel")
     assert raised.value.codes == {"OUT_OF_RANGE"}
     assert "4871368" in str(raised.value)
 
 
-def test_malformed_document_error_names_source_and_position(shared_data):
-    payload = _sample_page(shared_data, 1)[:5000]
+def test_malformed_document_error_names_source_and_position(recorded_data):
+    payload = _sample_page(recorded_data, 1)[:5000]
     with pytest.raises(DocumentError) as raised:
         parse_streams(payload, "http://agent")
     assert "http://agent/sample" in str(raised.value) and "line" in str(raised.value)
@@ -132,8 +132,8 @@ def _secret_file(tmp_path):
     return secret
 
 
-def _out_xml(shared_data) -> bytes:
-    return (shared_data / "cppagent" / "simulator-removed-2023" / "out.xml").read_bytes()
+def _out_xml(recorded_data) -> bytes:
+    return (recorded_data / "cppagent" / "simulator-removed-2023" / "out.xml").read_bytes()
 
 
 def _with_doctype(real: bytes, doctype: str, text_entity: str | None = None) -> bytes:
@@ -147,11 +147,11 @@ def _with_doctype(real: bytes, doctype: str, text_entity: str | None = None) -> 
     return payload
 
 
-def test_billion_laughs_is_refused_quickly(shared_data):
+def test_billion_laughs_is_refused_quickly(recorded_data):
     import time
     laughs = '<!ENTITY lol0 "lollollollollollollollollollol">' + "".join(
         f'<!ENTITY lol{i} "{("&lol%d;" % (i - 1)) * 10}">' for i in range(1, 10))
-    payload = _with_doctype(_out_xml(shared_data), f"<!DOCTYPE MTConnectStreams [{laughs}]>", "lol9")
+    payload = _with_doctype(_out_xml(recorded_data), f"<!DOCTYPE MTConnectStreams [{laughs}]>", "lol9")
     started = time.perf_counter()
     with pytest.raises(DocumentError) as raised:
         parse_streams(payload, "http://bomb")
@@ -165,27 +165,27 @@ def test_billion_laughs_is_refused_quickly(shared_data):
     ('<!DOCTYPE MTConnectStreams SYSTEM "file://{secret}">', None),
     ('<!DOCTYPE MTConnectStreams [<!ENTITY xxe SYSTEM "http://127.0.0.1:9/x">]>', "xxe"),
 ], ids=["general-entity", "parameter-entity", "external-dtd", "network-entity"])
-def test_external_entities_are_refused_and_leak_nothing(shared_data, tmp_path, doctype, entity):
+def test_external_entities_are_refused_and_leak_nothing(recorded_data, tmp_path, doctype, entity):
     secret = _secret_file(tmp_path)
-    payload = _with_doctype(_out_xml(shared_data), doctype.format(secret=secret), entity)
+    payload = _with_doctype(_out_xml(recorded_data), doctype.format(secret=secret), entity)
     for parse in (lambda: parse_streams(payload, "http://xxe"), lambda: count_sequenced_elements(payload)):
         with pytest.raises(DocumentError) as raised:
             parse()
         assert "TOP-SECRET" not in str(raised.value)
 
 
-def test_external_entity_in_an_attribute_is_refused(shared_data, tmp_path):
+def test_external_entity_in_an_attribute_is_refused(recorded_data, tmp_path):
     secret = _secret_file(tmp_path)
-    payload = _with_doctype(_out_xml(shared_data), f'<!DOCTYPE MTConnectStreams [<!ENTITY xxe SYSTEM "file://{secret}">]>')
+    payload = _with_doctype(_out_xml(recorded_data), f'<!DOCTYPE MTConnectStreams [<!ENTITY xxe SYSTEM "file://{secret}">]>')
     payload = payload.replace(b'name="avail"', b'name="&xxe;"', 1)
     with pytest.raises(DocumentError) as raised:
         parse_streams(payload, "http://xxe")
     assert "TOP-SECRET" not in str(raised.value)
 
 
-def test_xinclude_is_inert(shared_data, tmp_path):
+def test_xinclude_is_inert(recorded_data, tmp_path):
     secret = _secret_file(tmp_path)
-    payload = _out_xml(shared_data).replace(
+    payload = _out_xml(recorded_data).replace(
         b">AVAILABLE</Availability>",
         f'><xi:include xmlns:xi="http://www.w3.org/2001/XInclude" href="{secret}" parse="text"/></Availability>'.encode(), 1)
     document = parse_streams(payload, "http://xinclude")
@@ -193,8 +193,8 @@ def test_xinclude_is_inert(shared_data, tmp_path):
     assert len(document.observations) == 242
 
 
-def test_documents_over_the_size_bound_are_refused(shared_data, monkeypatch):
-    payload = _out_xml(shared_data)
+def test_documents_over_the_size_bound_are_refused(recorded_data, monkeypatch):
+    payload = _out_xml(recorded_data)
     monkeypatch.setattr(documents, "MAX_DOCUMENT_BYTES", len(payload) - 1)
     with pytest.raises(DocumentError, match="exceeds"):
         parse_streams(payload, "http://big")
@@ -224,40 +224,40 @@ def _replace_once(payload: bytes, old: bytes, new: bytes) -> bytes:
     (b'nextSequence="10050"', b'', "nextSequence"),
     (b'name="avail" sequence="31"', b'name="avail" sequence="3l"', "sequence"),
 ])
-def test_a_bad_sequence_field_of_a_streams_document_names_source_field_and_line(shared_data, old, new, field):
-    payload = _replace_once(_sample_page(shared_data, 1), old, new)
+def test_a_bad_sequence_field_of_a_streams_document_names_source_field_and_line(recorded_data, old, new, field):
+    payload = _replace_once(_sample_page(recorded_data, 1), old, new)
     with pytest.raises(DocumentError) as raised:
         parse_streams(payload, "http://agent", source="http://agent/sample?from=1")
     message = str(raised.value)
     assert "http://agent/sample?from=1" in message and field in message and "line" in message
 
 
-def test_a_placeholder_in_a_non_essential_header_attribute_leaves_the_document_usable(shared_data):
-    page = _replace_once(_sample_page(shared_data, 1), b'bufferSize="131072"', b'bufferSize="String"')
+def test_a_placeholder_in_a_non_essential_header_attribute_leaves_the_document_usable(recorded_data):
+    page = _replace_once(_sample_page(recorded_data, 1), b'bufferSize="131072"', b'bufferSize="String"')
     document = parse_streams(page, "http://agent")
     assert document.header.buffer_size is None and document.header.invalid == ("bufferSize='String'",)
     assert document.header.next_sequence == 10050 and len(document.observations) == 10049
     # cppagent's extension.xml sample carries XMLSpy placeholders: instanceId="String".
     devices = parse_devices(
-        (shared_data / "cppagent" / "test_package" / "resources" / "samples" / "extension.xml").read_bytes(), "file")
+        (recorded_data / "cppagent" / "test_package" / "resources" / "samples" / "extension.xml").read_bytes(), "file")
     assert devices.header.instance_id is None and "instanceId='String'" in devices.header.invalid
     assert [(i["component"], i["type"]) for i in devices.devices[0]["data_items"]] == [("Pump", "x:FLOW")]
 
 
-def test_sequences_beyond_64_bits_are_kept_exactly(shared_data):
+def test_sequences_beyond_64_bits_are_kept_exactly(recorded_data):
     huge = 2**64 + 12345
-    payload = _replace_once(_out_xml(shared_data), b'sequence="367917330"', f'sequence="{huge}"'.encode())
+    payload = _replace_once(_out_xml(recorded_data), b'sequence="367917330"', f'sequence="{huge}"'.encode())
     payload = _replace_once(payload, b'nextSequence="367946996"', f'nextSequence="{huge + 1}"'.encode())
     document = parse_streams(payload, "http://agent")
     assert document.observations[-1]["sequence"] == huge and document.observations[-1]["native_code"] == "3AA"
     assert document.header.next_sequence == huge + 1
 
 
-def test_mtconnect_version_is_the_document_schema_version(shared_data):
+def test_mtconnect_version_is_the_document_schema_version(recorded_data):
     # nist.xml comes from agent 1.4.0.10 (Header@version) writing Devices 1.3 documents.
-    document = parse_devices((shared_data / "cppagent" / "simulator-removed-2023" / "nist.xml").read_bytes(), "a")
+    document = parse_devices((recorded_data / "cppagent" / "simulator-removed-2023" / "nist.xml").read_bytes(), "a")
     assert document.header.version == "1.4.0.10" and document.mtconnect_version == "1.3"
-    bare = parse_devices((shared_data / "cppagent" / "test_package" / "resources" / "samples" / "NoNamespace.xml")
+    bare = parse_devices((recorded_data / "cppagent" / "test_package" / "resources" / "samples" / "NoNamespace.xml")
                          .read_bytes(), "a")
     assert bare.mtconnect_version == bare.header.version == "1.1"
 
@@ -296,8 +296,8 @@ def test_schema_2_6_error_entities_give_the_same_codes_as_error_elements():
     assert out_of_range.query_parameters == {"from": {"Value": "1", "Minimum": "4871368", "Maximum": "4999999"}}
 
 
-def test_recorded_error_element_keeps_its_code_message_and_instance(shared_data):
-    payload = (shared_data / "cppagent" / "extracted" / "IntelAgent-2.0.0.1-MTConnectError-OUT_OF_RANGE.xml").read_bytes()
+def test_recorded_error_element_keeps_its_code_message_and_instance(recorded_data):
+    payload = (recorded_data / "cppagent" / "extracted" / "IntelAgent-2.0.0.1-MTConnectError-OUT_OF_RANGE.xml").read_bytes()
     with pytest.raises(AgentError) as raised:
         parse_devices(payload, "http://intel")
     assert raised.value.errors == [("OUT_OF_RANGE", "'at' must be greater than 4871368")]
@@ -356,8 +356,8 @@ def test_data_set_and_table_values():
         assert wire.decode(wire.encode(observation)) == observation
 
 
-def test_time_series_with_a_bad_sample_count_keeps_its_values(shared_data):
-    payload = (shared_data / "hivemq-edge" / "streams" / "streams-1-5.xml").read_bytes()
+def test_time_series_with_a_bad_sample_count_keeps_its_values(recorded_data):
+    payload = (recorded_data / "hivemq-edge" / "streams" / "streams-1-5.xml").read_bytes()
     payload = _replace_once(payload, b'sampleCount="10" sampleRate="100"', b'sampleCount="ten" sampleRate="NaN"')
     series = [o for o in parse_streams(payload, "a").observations if o["type"] == "VOLT_AMPERE_TIME_SERIES"]
     assert len(series) == 4 and len(series[0]["value"]) == 10
@@ -367,8 +367,8 @@ def test_time_series_with_a_bad_sample_count_keeps_its_values(shared_data):
 
 # ----------------------------------------------------------------------------- assets
 
-def test_assets_document_gives_each_asset(shared_data):
-    document = parse_assets((shared_data / "cppagent" / "test_package" / "resources" / "asset3.xml").read_bytes(),
+def test_assets_document_gives_each_asset(recorded_data):
+    document = parse_assets((recorded_data / "cppagent" / "test_package" / "resources" / "asset3.xml").read_bytes(),
                             "http://agent")
     assert document.header.asset_count == 2 and document.mtconnect_version == "1.2"
     (asset,) = document.assets
@@ -377,8 +377,8 @@ def test_assets_document_gives_each_asset(shared_data):
     assert etree.fromstring(asset["xml"]).get("assetId") == asset["asset_id"]
 
 
-def test_bare_asset_body_is_not_an_agent_response(shared_data):
-    payload = (shared_data / "cppagent" / "test_package" / "resources" / "cutting_tool_archetype.xml").read_bytes()
+def test_bare_asset_body_is_not_an_agent_response(recorded_data):
+    payload = (recorded_data / "cppagent" / "test_package" / "resources" / "cutting_tool_archetype.xml").read_bytes()
     with pytest.raises(DocumentError, match="bare asset body"):
         parse_assets(payload, "http://agent")
     asset = parse_asset_body(payload, "adapter")
@@ -388,4 +388,4 @@ def test_bare_asset_body_is_not_an_agent_response(shared_data):
         "xml": asset["xml"],
     }
     with pytest.raises(DocumentError, match="not a bare asset body"):
-        parse_asset_body((shared_data / "hivemq-edge" / "assets" / "assets-1-2.xml").read_bytes(), "adapter")
+        parse_asset_body((recorded_data / "hivemq-edge" / "assets" / "assets-1-2.xml").read_bytes(), "adapter")

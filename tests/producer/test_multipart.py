@@ -28,8 +28,8 @@ class _Response:
         self.raw = _Raw(payload, cuts)
 
 
-def _pages(shared_data, count=3) -> list[bytes]:
-    folder = shared_data / "nist-smstestbed" / "sample-pages"
+def _pages(recorded_data, count=3) -> list[bytes]:
+    folder = recorded_data / "nist-smstestbed" / "sample-pages"
     return [gzip.decompress((folder / f"qdr_input{n:03d}.xml.gz").read_bytes()) for n in range(1, count + 1)]
 
 
@@ -45,8 +45,8 @@ def _body(parts: list[bytes], boundary: str, with_length: bool) -> bytes:
 
 @pytest.mark.parametrize("with_length", [True, False])
 @pytest.mark.parametrize("seed", range(4))
-def test_parts_survive_any_chunking(shared_data, with_length, seed):
-    pages = _pages(shared_data)
+def test_parts_survive_any_chunking(recorded_data, with_length, seed):
+    pages = _pages(recorded_data)
     boundary = "a8f3c2e1b0d94f6a"
     payload = _body(pages, boundary, with_length)
     rng = random.Random(seed)
@@ -57,8 +57,8 @@ def test_parts_survive_any_chunking(shared_data, with_length, seed):
         assert parse_streams(part, "a").header.next_sequence == parse_streams(page, "a").header.next_sequence
 
 
-def test_stream_cut_mid_part_yields_only_complete_parts(shared_data):
-    pages = _pages(shared_data, 2)
+def test_stream_cut_mid_part_yields_only_complete_parts(recorded_data):
+    pages = _pages(recorded_data, 2)
     payload = _body(pages, "xyz", True)
     truncated = payload[: len(payload) - 1000]
     parts = list(_multipart_parts(_Response(truncated, [4096, 70000]), "xyz", "test"))

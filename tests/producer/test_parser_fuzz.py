@@ -17,7 +17,7 @@ from xml.sax.saxutils import quoteattr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
-from repo_paths import SHARED_DATA
+from repo_paths import RECORDED_DATA
 
 from producer import wire
 from producer.mtconnect.documents import (
@@ -52,7 +52,7 @@ _SOURCES = {
 @functools.lru_cache(maxsize=None)
 def _source(name: str) -> bytes:
     relative, limit = _SOURCES[name]
-    data = (SHARED_DATA / relative).read_bytes()
+    data = (RECORDED_DATA / relative).read_bytes()
     if relative.endswith(".gz"):
         data = gzip.decompress(data)
     return data[:limit] if limit else data

@@ -1,4 +1,4 @@
-"""Every recorded MTConnect document in the shared data set, through the parser its root calls for.
+"""Every recorded MTConnect document in tests/data/mtconnect, through the parser its root calls for.
 
 Each `.xml` / `.xml.gz` file under the shared data dir is its own test, classified by its
 root element. The expected counts come from the raw XML (read by a separate plain lxml
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
-from repo_paths import SHARED_DATA
+from repo_paths import RECORDED_DATA
 
 from producer import wire
 from producer.mtconnect.documents import (
@@ -25,13 +25,13 @@ from producer.mtconnect.documents import (
     parse_streams,
 )
 
-# The same place tests/conftest.py's `shared_data` fixture points at; needed at collection
+# The same place tests/conftest.py's `recorded_data` fixture points at; needed at collection
 # time to give every file its own test id. The fixture still asserts the directory exists.
 _FILES = sorted(
-    str(path.relative_to(SHARED_DATA))
-    for path in SHARED_DATA.rglob("*")
+    str(path.relative_to(RECORDED_DATA))
+    for path in RECORDED_DATA.rglob("*")
     if path.is_file() and path.name.endswith((".xml", ".xml.gz"))
-) if SHARED_DATA.is_dir() else []
+) if RECORDED_DATA.is_dir() else []
 
 # The data set's README lists 65 XML documents.
 EXPECTED_FILE_COUNT = 65
@@ -60,14 +60,14 @@ def _xpath(root: etree._Element, path: str) -> list:
     return root.xpath(path)
 
 
-def test_the_whole_recorded_set_is_walked(shared_data):
-    assert shared_data == SHARED_DATA
+def test_the_whole_recorded_set_is_walked(recorded_data):
+    assert recorded_data == RECORDED_DATA
     assert len(_FILES) == EXPECTED_FILE_COUNT, _FILES
 
 
 @pytest.mark.parametrize("relative", _FILES)
-def test_recorded_document(shared_data, relative):
-    path = shared_data / relative
+def test_recorded_document(recorded_data, relative):
+    path = recorded_data / relative
     payload = _payload(path)
     agent = str(path)
     if relative in MALFORMED:
@@ -148,8 +148,8 @@ def _check_error(payload: bytes, raw: etree._Element, agent: str) -> None:
         assert agent in str(raised.value)
 
 
-def test_recorded_cppagent_error_is_out_of_range(shared_data):
-    payload = (shared_data / "cppagent" / "extracted" / "IntelAgent-2.0.0.1-MTConnectError-OUT_OF_RANGE.xml").read_bytes()
+def test_recorded_cppagent_error_is_out_of_range(recorded_data):
+    payload = (recorded_data / "cppagent" / "extracted" / "IntelAgent-2.0.0.1-MTConnectError-OUT_OF_RANGE.xml").read_bytes()
     with pytest.raises(AgentError) as raised:
         parse_streams(payload, "http://intel", source="http://intel/sample?at=1")
     assert raised.value.codes == {"OUT_OF_RANGE"} and raised.value.instance_id == 1649989201
@@ -182,12 +182,12 @@ def _check_bare_asset(payload: bytes, raw: etree._Element, agent: str) -> None:
 # ----------------------------------------------------------------------------- what users see
 
 
-def _streams(shared_data: Path, *parts: str):
-    return parse_streams((shared_data.joinpath(*parts)).read_bytes(), "http://agent")
+def _streams(recorded_data: Path, *parts: str):
+    return parse_streams((recorded_data.joinpath(*parts)).read_bytes(), "http://agent")
 
 
-def test_nist_current_fault_3aa(shared_data):
-    document = _streams(shared_data, "cppagent", "simulator-removed-2023", "out.xml")
+def test_nist_current_fault_3aa(recorded_data):
+    document = _streams(recorded_data, "cppagent", "simulator-removed-2023", "out.xml")
     fault = next(o for o in document.observations if o.get("native_code") == "3AA")
     assert {key: fault[key] for key in ("sequence", "timestamp", "device_name", "device_uuid", "component",
                                         "data_item_id", "name", "category", "type", "value", "level")} == {
@@ -199,8 +199,8 @@ def test_nist_current_fault_3aa(shared_data):
     assert fault["native_severity"] is None and fault["qualifier"] is None
 
 
-def test_nist_current_timestamps_without_z_are_utc_with_z(shared_data):
-    payload = (shared_data / "cppagent" / "simulator-removed-2023" / "out.xml").read_bytes()
+def test_nist_current_timestamps_without_z_are_utc_with_z(recorded_data):
+    payload = (recorded_data / "cppagent" / "simulator-removed-2023" / "out.xml").read_bytes()
     assert b'timestamp="2021-02-11T20:45:18.484534"' in payload
     observations = {o["sequence"]: o for o in parse_streams(payload, "a").observations}
     assert observations[367897220]["timestamp"] == "2021-02-11T20:45:18.484534Z"
@@ -212,8 +212,8 @@ def test_nist_current_timestamps_without_z_are_utc_with_z(shared_data):
 
 
 @pytest.mark.parametrize("name", ["streams-1-4.xml", "streams-1-5.xml"])
-def test_spec_style_conditions_warning_high_and_several_per_item(shared_data, name):
-    document = _streams(shared_data, "hivemq-edge", "streams", name)
+def test_spec_style_conditions_warning_high_and_several_per_item(recorded_data, name):
+    document = _streams(recorded_data, "hivemq-edge", "streams", name)
     overload = [o for o in document.observations if o["data_item_id"] == "afb596b0"]
     assert [(o["level"], o["qualifier"], o["native_code"], o["value"]) for o in overload] == [
         ("NORMAL", None, None, None),
@@ -226,12 +226,12 @@ def test_spec_style_conditions_warning_high_and_several_per_item(shared_data, na
     assert position == [wire.UNAVAILABLE, 205.23]
 
 
-def test_time_series_samples(shared_data):
+def test_time_series_samples(recorded_data):
     # The data README describes both 1-4 and 1-5 as carrying the TimeSeries, but only
     # streams-1-5.xml does (1-4 has the same conditions and no Electric component).
-    assert not [o for o in _streams(shared_data, "hivemq-edge", "streams", "streams-1-4.xml").observations
+    assert not [o for o in _streams(recorded_data, "hivemq-edge", "streams", "streams-1-4.xml").observations
                 if "sample_count" in o]
-    series = [o for o in _streams(shared_data, "hivemq-edge", "streams", "streams-1-5.xml").observations
+    series = [o for o in _streams(recorded_data, "hivemq-edge", "streams", "streams-1-5.xml").observations
               if o["type"] == "VOLT_AMPERE_TIME_SERIES"]
     assert [o["sequence"] for o in series] == [1122, 1123, 1124, 1125]
     for observation in series:
@@ -241,8 +241,8 @@ def test_time_series_samples(shared_data):
 
 
 @pytest.mark.parametrize("page", [3, 10])
-def test_three_space_values_are_three_element_lists(shared_data, page):
-    payload = gzip.decompress((shared_data / "nist-smstestbed" / "sample-pages" / f"qdr_input{page:03d}.xml.gz").read_bytes())
+def test_three_space_values_are_three_element_lists(recorded_data, page):
+    payload = gzip.decompress((recorded_data / "nist-smstestbed" / "sample-pages" / f"qdr_input{page:03d}.xml.gz").read_bytes())
     raw = {e.get("sequence"): e.text for e in _xpath(_raw_root(payload), "//*[local-name()='PathPosition']")}
     observations = [o for o in parse_streams(payload, "a").observations if o["type"] == "PATH_POSITION"]
     assert len(observations) == len(raw) > 0

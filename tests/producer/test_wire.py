@@ -15,8 +15,8 @@ def _stdlib(value) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def test_recorded_observations_encode_to_the_same_json_as_the_standard_library(shared_data):
-    page = gzip.decompress((shared_data / "nist-smstestbed" / "sample-pages" / "qdr_input001.xml.gz").read_bytes())
+def test_recorded_observations_encode_to_the_same_json_as_the_standard_library(recorded_data):
+    page = gzip.decompress((recorded_data / "nist-smstestbed" / "sample-pages" / "qdr_input001.xml.gz").read_bytes())
     observations = parse_streams(page, "http://agent").observations
     assert len(observations) > 10_000
     for observation in observations:
