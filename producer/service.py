@@ -18,22 +18,26 @@ import random
 import signal
 import threading
 import time
-import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
 
 from producer import wire
 from producer.config import ConfigError, ServiceConfig, build_config
 from producer.mtconnect.client import AgentClient, AgentUnreachable
 from producer.mtconnect.documents import AgentError, DocumentError, StreamsDocument
+from producer.topics import (  # noqa: F401 - read_to_end and read_checkpoints are used through here too
+    Checkpoint,
+    CheckpointStore,
+    ensure_topics,
+    kafka_log,
+    read_checkpoints,
+    read_to_end,
+)
 
 log = logging.getLogger("producer.service")
-# librdkafka's own log lines go through Python logging instead of straight to stderr.
-kafka_log = logging.getLogger("producer.kafka")
 
 
 def utc_now_iso() -> str:
@@ -55,93 +59,6 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
-
-
-@dataclass
-class Checkpoint:
-    instance_id: int
-    next_sequence: int
-
-
-def ensure_topics(admin_config: dict[str, str], prefix: str, observation_partitions: int = 6,
-                  timeout: float = 30.0) -> None:
-    """Create the product's topics if missing: compaction where a topic is keyed by identity."""
-    admin = AdminClient({**admin_config, "logger": kafka_log})
-    metadata = admin.list_topics(timeout=timeout)
-    replication = min(3, max(1, len(metadata.brokers)))
-    wanted = []
-    for base in wire.ALL_TOPICS:
-        name = wire.topic_name(base, prefix)
-        if name in metadata.topics:
-            continue
-        config = {"cleanup.policy": "compact"} if base in wire.COMPACTED_TOPICS else {}
-        if replication > 1:
-            config["min.insync.replicas"] = "2"
-        partitions = observation_partitions if base == wire.OBSERVATIONS else (1 if base == wire.GAPS else 3)
-        wanted.append(NewTopic(name, num_partitions=partitions, replication_factor=replication, config=config))
-    if not wanted:
-        return
-    for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
-        try:
-            future.result()
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-        log.info("event=topic_ready topic=%s", name)
-
-
-def read_to_end(client_config: dict[str, Any], topic: str, timeout: float = 30.0,
-                isolation: str = "read_committed") -> Iterator[Any]:
-    """Every message of `topic` from its beginning to its current end, partition by partition.
-
-    With `read_committed` the end is each partition's last stable offset, past any transaction
-    markers, so an open transaction is never waited for and never seen. `client_config` gives
-    the connection (bootstrap servers, security). A missing topic yields nothing; not reaching
-    the end within `timeout` raises `KafkaException`.
-    """
-    config = {
-        "logger": kafka_log,
-        **client_config,
-        "group.id": f"machine-monitor-reader-{uuid.uuid4().hex}",
-        "enable.auto.commit": False,
-        "isolation.level": isolation,
-        "auto.offset.reset": "earliest",
-        "enable.partition.eof": True,
-    }
-    consumer = Consumer(config)
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
-        if topic not in metadata.topics or metadata.topics[topic].error is not None:
-            return
-        partitions = list(metadata.topics[topic].partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        pending = set(partitions)
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                raise KafkaException(KafkaError(KafkaError._TIMED_OUT,
-                                                f"reading {topic} did not reach its end within {timeout} s "
-                                                f"(partitions {sorted(pending)})"))
-            for message in consumer.consume(num_messages=10000, timeout=0.5):
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(message.partition())
-                        continue
-                    raise KafkaException(error)
-                yield message
-    finally:
-        consumer.close()
-
-
-def read_checkpoints(consumer_config: dict[str, str], prefix: str, timeout: float = 30.0) -> dict[str, Checkpoint]:
-    """The last committed checkpoint of every agent (read_committed, to the end of the topic)."""
-    checkpoints: dict[str, Checkpoint] = {}
-    for message in read_to_end(consumer_config, wire.topic_name(wire.CHECKPOINTS, prefix), timeout):
-        value = wire.decode(message.value())
-        if value is not None:
-            checkpoints[message.key().decode()] = Checkpoint(int(value["instance_id"]), int(value["next_sequence"]))
-    return checkpoints
 
 
 class KafkaAuthError(RuntimeError):
@@ -196,11 +113,6 @@ def wait_for_kafka(properties: dict[str, Any], stop: threading.Event, attempt_ti
             if stop.wait(delay):
                 break
     return False
-
-
-def read_checkpoint(consumer_config: dict[str, str], prefix: str, agent: str,
-                    timeout: float = 30.0) -> Checkpoint | None:
-    return read_checkpoints(consumer_config, prefix, timeout).get(agent.rstrip("/"))
 
 
 class _Stopping(Exception):
@@ -285,8 +197,10 @@ class AgentFollower:
     """
 
     def __init__(self, agent: str, config: ServiceConfig, stop_event: threading.Event,
-                 on_batch: Callable[[str, int], None] | None = None):
+                 on_batch: Callable[[str, int], None] | None = None,
+                 checkpoints: CheckpointStore | None = None):
         self.agent = agent.rstrip("/")
+        self.checkpoints = checkpoints or CheckpointStore(config.kafka_properties(), config.topic_prefix)
         self.config = config
         self.prefix = config.topic_prefix
         self.checkpoint: Checkpoint | None = None
@@ -543,7 +457,7 @@ class AgentFollower:
             # checkpoint in memory is exactly the last one it committed.
             self.producer  # noqa: B018
             try:
-                self.checkpoint = read_checkpoint(self.config.kafka_properties(), self.prefix, self.agent)
+                self.checkpoint = self.checkpoints.get(self.agent)
             except BaseException:
                 self._drop_producer()  # so the next session reads it again
                 raise
@@ -698,8 +612,10 @@ class ProducerService:
         if not wait_for_kafka(properties, self._stop):
             return False
         ensure_topics(properties, self.config.topic_prefix, self.config.observation_partitions)
+        # One reader of the checkpoints topic for all followers of this process.
+        checkpoints = CheckpointStore(properties, self.config.topic_prefix)
         for agent in self.config.agents:
-            follower = AgentFollower(agent, self.config, self._stop, self._count)
+            follower = AgentFollower(agent, self.config, self._stop, self._count, checkpoints)
             self.followers.append(follower)
             follower.start()
         return True
