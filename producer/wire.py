@@ -61,11 +61,12 @@ def sample_value(text: str | None) -> Any:
 
     A single number becomes a float; several whitespace-separated numbers (three-space
     positions such as PATH_POSITION, or a TimeSeries list) become a list of floats;
-    `UNAVAILABLE` stays the distinct string `"UNAVAILABLE"`; anything else stays text,
-    so nothing the agent said is lost.
+    `UNAVAILABLE` stays the distinct string `"UNAVAILABLE"`; anything else stays the text
+    exactly as the agent sent it (whitespace included), so nothing the agent said is lost.
+    The observation's `text` field always carries the verbatim text as well.
     """
     if text is None:
-        return None
+        return ""
     stripped = text.strip()
     if stripped == UNAVAILABLE:
         return UNAVAILABLE
@@ -73,9 +74,9 @@ def sample_value(text: str | None) -> Any:
     try:
         numbers = [float(part) for part in parts]
     except ValueError:
-        return stripped
+        return text
     if not numbers or not all(math.isfinite(n) for n in numbers):
-        return stripped
+        return text
     return numbers[0] if len(numbers) == 1 else numbers
 
 

@@ -11,8 +11,10 @@ MTConnect agent sends one; it is how entity bombs and XXE arrive). A bad documen
 `MTConnectError` document raises `AgentError` whatever the HTTP status was.
 
 Observations come out as the wire dicts of `producer.wire` (`OBSERVATION_FIELDS`, plus
-`CONDITION_FIELDS` for conditions and the optional `sample_count`, `sample_rate`,
-`reset_triggered`), ordered by sequence. `parse_streams` is on the producer's hot path:
+`CONDITION_FIELDS` for conditions and the optional `text`, `attributes`, `sample_count`,
+`sample_rate`, `reset_triggered`), ordered by sequence, carrying exactly what the agent sent:
+the timestamp string as it was, event and condition text byte for byte (whitespace included),
+every attribute (empty ones included) and, for samples, the verbatim text next to the number. `parse_streams` is on the producer's hot path:
 keep its inner loop lean (see `bench/producer.py`).
 """
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any
 
@@ -393,34 +394,6 @@ def _device(device: etree._Element, agent: str, header: Header, version: str | N
     }
 
 
-# --------------------------------------------------------------------------- timestamps
-
-_TS_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?$")
-
-
-def normalize_timestamp(text: str | None) -> str | None:
-    """ISO-8601 UTC with microseconds and `Z`, whatever the agent sent (no `Z`, 0–7+ digits, offsets).
-
-    Agents that omit the zone send UTC. Digits beyond the sixth are cut, not rounded (a
-    rounded value could move into the next second). Text that is not a timestamp at all
-    is returned unchanged, so nothing the agent said is lost.
-    """
-    if not text:
-        return None
-    match = _TS_RE.match(text.strip())
-    if not match:
-        return text
-    base, fraction, zone = match.groups()
-    fraction = ((fraction or "") + "000000")[:6]
-    if zone in (None, "Z", "+00:00", "+0000", "-00:00", "-0000"):
-        return f"{base}.{fraction}Z"
-    try:
-        moment = datetime.fromisoformat(f"{base}.{fraction}{zone[:3]}:{zone[-2:]}")
-        return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    except (ValueError, OverflowError):  # e.g. a zone of +99:99, a 60th second, year 0000
-        return text
-
-
 # --------------------------------------------------------------------------- Streams
 
 _CONTAINER_CATEGORY = {"Samples": "SAMPLE", "Events": "EVENT", "Condition": "CONDITION"}
@@ -472,21 +445,21 @@ def _entries(element: etree._Element) -> dict[str, Any] | None:
             continue
         cells = [c for c in entry if _local(c.tag) == "Cell"]
         if cells:
-            values[key] = {c.get("key", ""): (c.text or "").strip() for c in cells}
+            values[key] = {c.get("key", ""): c.text or "" for c in cells}
         else:
-            values[key] = (entry.text or "").strip()
+            values[key] = entry.text or ""
     return values if found else None
 
 
 def _sample_value(text: str | None) -> Any:
     """`wire.sample_value`, with a fast path for the common single finite number."""
     if text is None:
-        return None
+        return ""
     try:
         number = float(text)  # float() ignores surrounding whitespace and refuses inner spaces
     except ValueError:
         return wire.UNAVAILABLE if text == wire.UNAVAILABLE else wire.sample_value(text)
-    return number if math.isfinite(number) else text.strip()
+    return number if math.isfinite(number) else text
 
 
 def _time_series(observation: dict[str, Any], sample_count: str | None, sample_rate: str | None) -> None:
@@ -497,13 +470,17 @@ def _time_series(observation: dict[str, Any], sample_count: str | None, sample_r
         count = _unsigned(sample_count)
         if count is not None:
             observation["sample_count"] = count
+        else:  # not a count: kept as the agent sent it
+            observation.setdefault("attributes", {})["sampleCount"] = sample_count
     if sample_rate is not None:
         try:
             rate = float(sample_rate)
         except ValueError:
-            return
+            rate = math.nan
         if math.isfinite(rate):
             observation["sample_rate"] = rate
+        else:
+            observation.setdefault("attributes", {})["sampleRate"] = sample_rate
 
 
 def _bad_sequence(source: str, element: etree._Element, name: str, text: str) -> DocumentError:
@@ -511,7 +488,20 @@ def _bad_sequence(source: str, element: etree._Element, name: str, text: str) ->
 
 
 _BY_SEQUENCE = itemgetter("sequence")
-_MISSING: Any = object()
+
+# Attributes of an observation element that map to fields of the observation; any other
+# attribute is kept as it was sent in `attributes`.
+_MAPPED_ATTRIBUTES = frozenset(("dataItemId", "timestamp", "sequence", "name", "subType"))
+_MAPPED_SAMPLE_ATTRIBUTES = _MAPPED_ATTRIBUTES | {"sampleCount", "sampleRate", "resetTriggered"}
+_MAPPED_CONDITION_ATTRIBUTES = _MAPPED_ATTRIBUTES | {"type", "nativeCode", "nativeSeverity", "qualifier",
+                                                    "conditionId"}
+
+
+def _extra_attributes(element: etree._Element, is_condition: bool) -> dict[str, str]:
+    """Every attribute the agent sent that no field of the observation carries, empty ones included
+    (`assetType=""` on AssetChanged, `statistic`, `duration`, `compositionId`, ...)."""
+    mapped = _MAPPED_CONDITION_ATTRIBUTES if is_condition else _MAPPED_SAMPLE_ATTRIBUTES
+    return {name: value for name, value in element.items() if name not in mapped}
 
 
 def parse_streams(payload: bytes, agent: str, data_items: dict[str, DataItemInfo] | None = None,
@@ -534,7 +524,6 @@ def parse_streams(payload: bytes, agent: str, data_items: dict[str, DataItemInfo
     observations: list[dict[str, Any]] = []
     append = observations.append
     instance_id = header.instance_id
-    timestamps: dict[str, str | None] = {}
     for streams in root:
         if _local(streams.tag) != "Streams":
             continue
@@ -566,32 +555,30 @@ def parse_streams(payload: bytes, agent: str, data_items: dict[str, DataItemInfo
                             sequence = _unsigned(sequence_text)
                             if sequence is None:
                                 raise _bad_sequence(source, element, tag_info[0], sequence_text)
-                        raw_time = get("timestamp")
-                        # Most agents already send microseconds and `Z`: that is the normal form.
-                        if raw_time is not None and len(raw_time) == 27 and raw_time[26] == "Z" \
-                                and raw_time[19] == ".":
-                            timestamp = raw_time
-                        else:
-                            timestamp = timestamps.get(raw_time, _MISSING)
-                            if timestamp is _MISSING:
-                                timestamp = timestamps[raw_time] = normalize_timestamp(raw_time)
                         data_item_id = get("dataItemId")
                         info = lookup(data_item_id)
                         text = element.text
+                        name = get("name")
+                        sub_type = get("subType")
+                        timestamp = get("timestamp")
+                        # How many of the element's attributes map to the fields below.
+                        mapped = (1 + (data_item_id is not None) + (timestamp is not None)
+                                  + (name is not None) + (sub_type is not None))
                         if info is None:
-                            name = get("name")
-                            sub_type = get("subType")
                             units = None
                             item_type = get("type") or tag_info[1] if is_condition else tag_info[1]
                         else:
-                            name = get("name") or info.name
-                            sub_type = get("subType") or info.sub_type
+                            if name is None:
+                                name = info.name
+                            if sub_type is None:
+                                sub_type = info.sub_type
                             units = info.units
                             item_type = get("type") or info.type if is_condition else info.type
                         observation = {
                             "agent": agent,
                             "instance_id": instance_id,
                             "sequence": sequence,
+                            # The agent's own words: never reformatted (digits, zone and all).
                             "timestamp": timestamp,
                             "device_uuid": device_uuid,
                             "device_name": device_name,
@@ -604,8 +591,13 @@ def parse_streams(payload: bytes, agent: str, data_items: dict[str, DataItemInfo
                             "sub_type": sub_type,
                             "units": units,
                         }
+                        # Attributes beyond the ones every observation maps to a field.
+                        if len(element.attrib) > mapped:
+                            extra = _extra_attributes(element, is_condition)
+                            if extra:
+                                observation["attributes"] = extra
                         if is_condition:
-                            observation["value"] = text.strip() or None if text else None
+                            observation["value"] = text
                             observation["level"] = tag_info[2]
                             observation["native_code"] = get("nativeCode")
                             observation["native_severity"] = get("nativeSeverity")
@@ -625,7 +617,7 @@ def parse_streams(payload: bytes, agent: str, data_items: dict[str, DataItemInfo
                             elif category == "SAMPLE":
                                 observation["value"] = _sample_value(text)
                             else:
-                                observation["value"] = text.strip() if text is not None else ""
+                                observation["value"] = text if text is not None else ""
                         elif category == "SAMPLE":
                             observation["value"] = _sample_value(text)
                             if tag_info[4] or representation in _TIME_SERIES_REPRESENTATIONS:
@@ -635,9 +627,11 @@ def parse_streams(payload: bytes, agent: str, data_items: dict[str, DataItemInfo
                                 if sample_count is not None:
                                     _time_series(observation, sample_count, get("sampleRate"))
                         else:
-                            observation["value"] = text.strip() if text is not None else ""
+                            observation["value"] = text if text is not None else ""
+                        if category == "SAMPLE":
+                            observation["text"] = text if text is not None else ""
                         reset = get("resetTriggered")
-                        if reset:
+                        if reset is not None:
                             observation["reset_triggered"] = reset
                         append(observation)
     observations.sort(key=_BY_SEQUENCE)
@@ -664,7 +658,7 @@ def _asset(element: etree._Element) -> dict[str, Any]:
     return {
         "asset_id": element.get("assetId"),
         "type": _local(element.tag),
-        "timestamp": normalize_timestamp(element.get("timestamp")),
+        "timestamp": element.get("timestamp"),
         "device_uuid": element.get("deviceUuid"),
         "removed": (element.get("removed") or "").strip().lower() == "true",
         "xml": etree.tostring(element, encoding="unicode", with_tail=False),
@@ -675,7 +669,7 @@ def parse_assets(payload: bytes, agent: str, source: str | None = None) -> Asset
     """Parse an `assets` / `asset/<id>` response: one dict per child element of `<Assets>`.
 
     Each asset dict has `asset_id`, `type` (the element's local name, e.g. `CuttingTool`),
-    `timestamp` (normalised like observations), `device_uuid`, `removed` (bool) and `xml`
+    `timestamp` (as the agent sent it), `device_uuid`, `removed` (bool) and `xml`
     (the asset element as the agent sent it). Only MTConnectAssets documents are agent
     responses; a bare asset body (a root such as `<CuttingTool assetId=...>`, what an
     adapter sends with `@ASSET@` or an HTTP PUT) is refused here: use `parse_asset_body`.

@@ -206,14 +206,14 @@ _sequences = st.one_of(st.integers(1, 2**32), st.integers(2**32 + 1, 2**64 - 1))
 
 @st.composite
 def timestamps(draw) -> tuple[str, str]:
-    """(as an agent writes it, as the wire must carry it): 0–7 fractional digits, `Z` or not."""
+    """(as an agent writes it, as the wire must carry it - the same string): 0–7 fractional digits, `Z` or not."""
     moment = draw(st.datetimes(min_value=__import__("datetime").datetime(1970, 1, 1),
                                max_value=__import__("datetime").datetime(2199, 12, 31)))
     base = moment.strftime("%Y-%m-%dT%H:%M:%S")
     digits = draw(st.text("0123456789", min_size=0, max_size=7))
     zone = draw(st.sampled_from(["", "Z"]))
     raw = f"{base}.{digits}{zone}" if digits else f"{base}{zone}"
-    return raw, f"{base}.{(digits + '000000')[:6]}Z"
+    return raw, raw
 
 
 @st.composite
@@ -243,13 +243,13 @@ def observations(draw) -> dict:
     elif category == "EVENT":
         spec["element"], spec["ns"], spec["type"] = draw(st.sampled_from(EVENT_ELEMENTS))
         text = draw(st.one_of(_xml_text, st.just("UNAVAILABLE")))
-        spec["text"], spec["value"] = text, text.strip()
+        spec["text"], spec["value"] = text, text
     else:
         spec["element"] = draw(st.sampled_from(LEVELS))
         spec["ns"] = None
         spec["type"] = draw(st.sampled_from(["SYSTEM", "MOTION_PROGRAM", "TEMPERATURE"]))
         text = draw(st.one_of(st.none(), _xml_text))
-        spec["text"], spec["value"] = text, (text.strip() or None) if text else None
+        spec["text"], spec["value"] = text, text or None
         condition = {"level": spec["element"].upper(), "native_code": None, "native_severity": None,
                      "qualifier": None, "condition_id": None}
         for attribute, key in (("nativeCode", "native_code"), ("nativeSeverity", "native_severity"),
@@ -260,6 +260,14 @@ def observations(draw) -> dict:
                 condition[key] = value
         spec["attributes"]["type"] = spec["type"]
         spec["extra"] = condition
+    # Attributes without a field of their own, empty ones included, travel in `attributes`.
+    own = draw(st.dictionaries(st.sampled_from(["statistic", "duration", "assetType", "compositionId"]),
+                               st.sampled_from(["", "AVERAGE", "10.5", "CuttingTool"]), max_size=2))
+    if own:
+        spec["attributes"].update(own)
+        spec.setdefault("extra", {})["attributes"] = own
+    if category == "SAMPLE":
+        spec.setdefault("extra", {})["text"] = spec["text"]
     return spec
 
 
