@@ -31,7 +31,14 @@ class ServiceConfig:
     interval_ms: int = 100
     heartbeat_ms: int = 2000
     count: int = 10000
+    # Every probe/current/sample request must be answered completely within this time.
     http_timeout_s: float = 30.0
+    # A stream with neither a part nor a heartbeat for this long is reconnected (default: three
+    # heartbeats, at least 10 s).
+    stream_idle_s: float | None = None
+    # Observations larger than this as JSON are not produced but recorded as REJECTED gaps
+    # (Kafka's default record limit is 1,048,588 bytes).
+    max_observation_bytes: int = 1_000_000
     verify_tls: bool | str = True
     transactional_id_prefix: str = "machine-monitor-producer"
     observation_partitions: int = 6
@@ -48,6 +55,15 @@ class ServiceConfig:
             raise ConfigError("no Kafka bootstrap servers: give --bootstrap HOST:PORT")
         if self.interval_ms < 0 or self.heartbeat_ms <= 0 or self.count <= 0:
             raise ConfigError("interval_ms must be >= 0, heartbeat_ms and count > 0")
+        if self.http_timeout_s <= 0 or (self.stream_idle_s is not None and self.stream_idle_s <= 0):
+            raise ConfigError("http_timeout_s and stream_idle_s must be > 0")
+        if self.max_observation_bytes < 1024:
+            raise ConfigError("max_observation_bytes must be at least 1024")
+
+    def stream_idle_seconds(self) -> float:
+        if self.stream_idle_s is not None:
+            return self.stream_idle_s
+        return max(10.0, 3 * self.heartbeat_ms / 1000)
 
     def kafka_properties(self) -> dict[str, str]:
         properties = dict(self.kafka)
@@ -57,7 +73,8 @@ class ServiceConfig:
 
 
 _FILE_KEYS = {"agents", "bootstrap", "topic_prefix", "kafka", "interval_ms", "heartbeat_ms", "count",
-              "http_timeout_s", "verify_tls", "transactional_id_prefix", "observation_partitions"}
+              "http_timeout_s", "stream_idle_s", "max_observation_bytes", "verify_tls",
+              "transactional_id_prefix", "observation_partitions"}
 
 
 def load_file(path: Path) -> dict[str, Any]:

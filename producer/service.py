@@ -15,6 +15,7 @@ import hashlib
 import logging
 import queue
 import random
+import re
 import signal
 import threading
 import time
@@ -27,8 +28,9 @@ from confluent_kafka.admin import AdminClient
 from producer import wire
 from producer.config import ConfigError, ServiceConfig, build_config
 from producer.mtconnect.client import AgentClient, AgentUnreachable
-from producer.mtconnect.documents import AgentError, DocumentError, StreamsDocument
+from producer.mtconnect.documents import AgentError, DocumentError, StreamsDocument, parse_streams
 from producer.topics import (  # noqa: F401 - read_to_end and read_checkpoints are used through here too
+    MAX_DEVICE_RECORD_BYTES,
     Checkpoint,
     CheckpointStore,
     ensure_topics,
@@ -124,7 +126,12 @@ class _Resync(Exception):
 
 
 class _AgentRestarted(Exception):
-    """The agent answered with a new instanceId: re-probe at once."""
+    """The streams answered with a new instanceId: record the restart and re-probe at once."""
+
+    def __init__(self, old: Checkpoint, new_instance_id: int):
+        super().__init__(f"instanceId changed from {old.instance_id} to {new_instance_id}")
+        self.old = old
+        self.new_instance_id = new_instance_id
 
 
 class _Prefetch:
@@ -207,10 +214,15 @@ class AgentFollower:
         self.stop_event = stop_event
         self.on_batch = on_batch
         self.client = AgentClient(self.agent, verify=config.verify_tls,
-                                  timeout=(5.0, max(config.http_timeout_s, config.heartbeat_ms / 1000 * 3)))
+                                  timeout=(5.0, config.http_timeout_s), stream_idle_s=config.stream_idle_seconds())
         self._producer: Producer | None = None
         self._delivery_errors: list[str] = []
         self._state: str | None = None
+        self._error_kind: str | None = None
+        self._since = utc_now_iso()
+        self._probe_instance: int | None = None
+        self._published_devices: dict[str, bytes] = {}
+        self._probe_disagreement_logged = False
         self._keys: dict[Any, bytes] = {}
         self._count = config.count  # observations per request, capped at the agent's buffer size
         self.thread = threading.Thread(target=self._run, name=f"follow {self.agent}", daemon=True)
@@ -235,6 +247,9 @@ class AgentFollower:
             "transaction.timeout.ms": 60000,
             "linger.ms": properties.get("linger.ms", 20),
             "compression.type": properties.get("compression.type", "lz4"),
+            # Device models of big machines are megabytes; observations are held to their own,
+            # smaller limit before they are produced (see `_publish_batch`).
+            "message.max.bytes": properties.get("message.max.bytes", MAX_DEVICE_RECORD_BYTES + 65536),
             # Only failed deliveries come back to Python; a committed transaction means
             # every message in it was delivered.
             "delivery.report.only.error": True,
@@ -346,27 +361,62 @@ class AgentFollower:
     # -- publishing
 
     def _publish_devices(self, document) -> None:
-        def fill() -> None:
-            for device in document.devices:
-                self._produce(self._topic(wire.DEVICES), wire.device_key(device), wire.encode(device))
-        self._transaction(fill)
-        log.info("agent=%s event=devices_published devices=%d data_items=%d instance_id=%s",
-                 self.agent, len(document.devices), len(document.data_items), document.header.instance_id)
+        """Publish the device models that changed since this follower last published them.
 
-    def _publish_status(self, state: str, error: str | None, instance_id: int | None) -> None:
-        if state == self._state and state == "connected":
+        A model too large for the devices topic is reported and left out; following goes on.
+        """
+        changed: list[tuple[dict[str, Any], bytes]] = []
+        for device in document.devices:
+            value = wire.encode(device)
+            uuid = str(device["device_uuid"])
+            if self._published_devices.get(uuid) == value:
+                continue
+            if len(value) > MAX_DEVICE_RECORD_BYTES:
+                log.error("agent=%s event=device_model_too_large device=%s bytes=%d limit=%d "
+                          "(the model is not published; its observations still are)",
+                          self.agent, uuid, len(value), MAX_DEVICE_RECORD_BYTES)
+                continue
+            changed.append((device, value))
+        if not changed:
             return
-        value = wire.agent_status_value(self.agent, state, utc_now_iso(), error, instance_id)
+
+        def fill() -> None:
+            for device, value in changed:
+                self._produce(self._topic(wire.DEVICES), wire.device_key(device), value)
+        self._transaction(fill)
+        for device, value in changed:
+            self._published_devices[str(device["device_uuid"])] = value
+        log.info("agent=%s event=devices_published devices=%d data_items=%d",
+                 self.agent, len(changed), sum(len(device.get("data_items") or ()) for device, _ in changed))
+
+    def _publish_status(self, state: str, error: BaseException | str | None, instance_id: int | None) -> None:
+        """One `agent-status` record per change: of state, or of the kind of error that keeps an
+        agent unreachable (refused connection, timeout, TLS, malformed document, agent error
+        code) - never one per retry. The text of the first error of that kind is kept."""
+        kind = _error_kind(error) if state == "unreachable" else None
+        if state == self._state and kind == self._error_kind:
+            return
+        if state != self._state:
+            self._since = utc_now_iso()
+        text = None if error is None else str(error)
+        value = wire.agent_status_value(self.agent, state, self._since, text, instance_id)
         self._transaction(lambda: self._produce(self._topic(wire.AGENT_STATUS), wire.agent_key(self.agent),
                                                 wire.encode(value)))
-        self._state = state
-        log.info("agent=%s event=agent_status state=%s error=%s", self.agent, state, error)
+        self._state, self._error_kind = state, kind
+        log.info("agent=%s event=agent_status state=%s error=%s", self.agent, state, text)
 
     def _key(self, device_uuid: Any) -> bytes:
         key = self._keys.get(device_uuid)
         if key is None:
             key = self._keys[device_uuid] = wire.observation_key({"device_uuid": device_uuid})
         return key
+
+    def _rejected_gap(self, instance_id: int, observation: dict[str, Any], reason: str) -> dict[str, Any]:
+        sequence = observation.get("sequence")
+        log.error("agent=%s event=observation_rejected sequence=%s device=%s data_item=%s reason=%s",
+                  self.agent, sequence, observation.get("device_uuid"), observation.get("data_item_id"), reason)
+        return wire.rejected_value(self.agent, instance_id, sequence, sequence, reason,
+                                   observation.get("device_uuid"), observation.get("data_item_id"))
 
     def _publish_batch(self, observations: list[dict[str, Any]], instance_id: int, next_sequence: int,
                        gaps: list[dict[str, Any]] = ()) -> None:
@@ -375,24 +425,40 @@ class AgentFollower:
         encode = wire.encode
         fast_encode = wire.fast_encoder()
         keys = self._keys
+        limit = self.config.max_observation_bytes
 
         def fill() -> None:
             # The hot loop: one encode and one produce per observation, nothing else.
             producer = self.producer
             produce = producer.produce
+            rejected = []
             for observation in observations:
                 try:
                     value = fast_encode(observation)
                 except TypeError:
-                    value = encode(observation)
+                    try:
+                        value = encode(observation)
+                    except (TypeError, ValueError) as exc:
+                        rejected.append(self._rejected_gap(instance_id, observation, f"not encodable as JSON: {exc}"))
+                        continue
+                if len(value) > limit:
+                    rejected.append(self._rejected_gap(
+                        instance_id, observation,
+                        f"{len(value)} bytes as JSON, more than the {limit} bytes a Kafka record may hold"))
+                    continue
                 device = observation["device_uuid"]
                 key = keys.get(device) or self._key(device)
                 try:
                     produce(observations_topic, value, key)
                 except BufferError:
                     self._produce(observations_topic, key, value)
+                except KafkaException as exc:
+                    error = exc.args[0] if exc.args else None
+                    if not isinstance(error, KafkaError) or error.code() not in _RECORD_ERRORS:
+                        raise
+                    rejected.append(self._rejected_gap(instance_id, observation, f"Kafka refused it: {error.str()}"))
             producer.poll(0)
-            for gap in gaps:
+            for gap in [*gaps, *rejected]:
                 self._produce(self._topic(wire.GAPS), wire.agent_key(self.agent), encode(gap))
             self._produce(self._topic(wire.CHECKPOINTS), wire.agent_key(self.agent), encode(checkpoint))
 
@@ -413,6 +479,7 @@ class AgentFollower:
                     break
                 except _AgentRestarted as exc:
                     log.warning("agent=%s event=agent_restarted %s; probing it again", self.agent, exc)
+                    self._agent_restarted(exc.old, exc.new_instance_id)
                 except _Resync as exc:
                     delay = backoff.next_delay()
                     log.warning("agent=%s event=resync reason=%s retry_in=%.1fs", self.agent, exc, delay)
@@ -433,7 +500,7 @@ class AgentFollower:
                     delay = backoff.next_delay()
                     log.warning("agent=%s event=agent_problem error=%s retry_in=%.1fs", self.agent, exc, delay)
                     try:
-                        self._publish_status("unreachable", str(exc),
+                        self._publish_status("unreachable", exc,
                                              self.checkpoint.instance_id if self.checkpoint else None)
                     except (_Stopping, _Resync, KafkaException) as status_exc:
                         log.warning("agent=%s event=status_not_published error=%s", self.agent, status_exc)
@@ -450,7 +517,12 @@ class AgentFollower:
             self._close_producer()
 
     def _session(self, backoff: Backoff) -> None:
-        """One connection's worth of following, from the checkpoint committed in Kafka."""
+        """One connection's worth of following, from the checkpoint committed in Kafka.
+
+        The sequence space is the Streams documents': their header's instanceId decides
+        whether the agent restarted. The probe's header is advisory (some agents answer it with
+        another instanceId than their streams); a disagreement is logged, never acted on.
+        """
         if self._producer is None:
             # A new producer's init_transactions settles whatever its predecessor left open; only
             # then is the committed checkpoint final. While the same producer lives, the
@@ -462,7 +534,7 @@ class AgentFollower:
                 self._drop_producer()  # so the next session reads it again
                 raise
         devices = self.client.probe()
-        instance_id = devices.header.instance_id
+        self._probe_instance = devices.header.instance_id
         # Agents refuse a `count` above their buffer size (cppagent answers INVALID_REQUEST).
         buffer_size = devices.header.buffer_size
         self._count = min(self.config.count, buffer_size) if buffer_size else self.config.count
@@ -471,18 +543,25 @@ class AgentFollower:
             current = self.client.current()
             instance_id = current.header.instance_id
             cursor = current.header.next_sequence
+            self._note_instance(instance_id)
+            self._publish_batch(self._unique(current.observations, 0), instance_id, cursor)
             self._publish_status("connected", None, instance_id)
-            self._publish_batch(current.observations, instance_id, cursor)
+            backoff.reset()
             log.info("agent=%s event=started_from_current observations=%d next_sequence=%d",
                      self.agent, len(current.observations), cursor)
         else:
             log.info("agent=%s event=resume instance_id=%d next_sequence=%d",
                      self.agent, self.checkpoint.instance_id, self.checkpoint.next_sequence)
-            self._publish_status("connected", None, instance_id)
-            if instance_id is not None and instance_id != self.checkpoint.instance_id:
-                self._agent_restarted(self.checkpoint, instance_id)
-        backoff.reset()
-        self._stream_from(self.checkpoint.next_sequence)
+        self._stream_from(self.checkpoint.next_sequence, backoff)
+
+    def _note_instance(self, streams_instance: int | None) -> None:
+        probe_instance = self._probe_instance
+        if (streams_instance is not None and probe_instance is not None and probe_instance != streams_instance
+                and not self._probe_disagreement_logged):
+            self._probe_disagreement_logged = True
+            log.warning("agent=%s event=probe_instance_disagrees probe_instance=%s streams_instance=%s "
+                        "(the streams' instanceId decides; the probe's is ignored)",
+                        self.agent, probe_instance, streams_instance)
 
     def _agent_restarted(self, old: Checkpoint, new_instance_id: int) -> None:
         """A new instanceId: what the old instance had not served is lost; start the new one at 1.
@@ -496,9 +575,10 @@ class AgentFollower:
                     self.agent, old.instance_id, new_instance_id, old.next_sequence)
         self._publish_batch([], new_instance_id, 1, [gap])
 
-    def _stream_from(self, cursor: int) -> None:
+    def _stream_from(self, cursor: int, backoff: Backoff) -> None:
         assert self.checkpoint is not None
         instance_id = self.checkpoint.instance_id
+        flowing = False
         while not self.stop_event.is_set():
             parts = _Prefetch(self.client.stream(cursor, count=self._count,
                                                  interval_ms=self.config.interval_ms,
@@ -507,12 +587,22 @@ class AgentFollower:
             try:
                 for part in parts:
                     cursor = self._handle_part(part, cursor, instance_id)
+                    if not flowing:
+                        # Data flows again: only now is a later failure a fresh one.
+                        flowing = True
+                        self._publish_status("connected", None, instance_id)
+                        backoff.reset()
                     if self.stop_event.is_set():
                         return
             except AgentError as exc:
                 if "OUT_OF_RANGE" not in exc.codes:
                     raise
+                parts.close()
                 cursor = self._recover_out_of_range(cursor, instance_id)
+                continue
+            except DocumentError as exc:
+                parts.close()
+                cursor = self._isolate(cursor, instance_id, exc)
                 continue
             finally:
                 parts.close()
@@ -520,6 +610,24 @@ class AgentFollower:
                 return
             # The agent closed the stream (idle timeout, restart): resume from the cursor.
             log.info("agent=%s event=stream_closed next_sequence=%d", self.agent, cursor)
+
+    def _unique(self, observations: list[dict[str, Any]], cursor: int) -> list[dict[str, Any]]:
+        """The observations from `cursor` on, each sequence once (agents have sent duplicates)."""
+        kept: list[dict[str, Any]] = []
+        previous = cursor - 1
+        duplicates = 0
+        for observation in observations:
+            sequence = observation["sequence"]
+            if sequence <= previous:
+                if sequence >= cursor:
+                    duplicates += 1
+                continue
+            kept.append(observation)
+            previous = sequence
+        if duplicates:
+            log.warning("agent=%s event=duplicate_sequences dropped=%d (each sequence is published once)",
+                        self.agent, duplicates)
+        return kept
 
     def _handle_part(self, part: StreamsDocument, cursor: int, instance_id: int) -> int:
         header = part.header
@@ -529,7 +637,8 @@ class AgentFollower:
                       part.observations[-1]["sequence"] if part.observations else None, len(part.observations),
                       header.first_sequence, header.next_sequence)
         if header.instance_id is not None and header.instance_id != instance_id:
-            raise _AgentRestarted(f"instanceId changed from {instance_id} to {header.instance_id}")
+            raise _AgentRestarted(self.checkpoint or Checkpoint(instance_id, cursor), header.instance_id)
+        self._note_instance(header.instance_id)
         if not part.observations:
             return cursor
         gaps = []
@@ -538,14 +647,50 @@ class AgentFollower:
             gaps.append(wire.gap_value(self.agent, instance_id, cursor, first - 1, "OUT_OF_RANGE"))
             log.warning("agent=%s event=gap reason=OUT_OF_RANGE first_missing=%d last_missing=%d",
                         self.agent, cursor, first - 1)
-        observations = part.observations
-        if first < cursor:
-            observations = [o for o in observations if o["sequence"] >= cursor]
+        observations = self._unique(part.observations, cursor)
         if not observations and not gaps:
             return cursor
         next_sequence = max(observations[-1]["sequence"] + 1 if observations else cursor, cursor)
         self._publish_batch(observations, instance_id, next_sequence, gaps)
         return next_sequence
+
+    def _isolate(self, cursor: int, instance_id: int, error: DocumentError) -> int:
+        """A part that does not parse: publish what can be read, reject exactly what cannot.
+
+        The agent is asked for pages from the cursor with the count halved until a page parses
+        (published as usual); a single observation that still does not parse is recorded as a
+        REJECTED gap with the parser's reason, and the search goes on after it. Once a full
+        page parses again, following returns to the stream. One bad observation thus costs
+        a few requests, never the observations around it.
+        """
+        log.warning("agent=%s event=bad_document next_sequence=%d error=%s; reading it in smaller pages",
+                    self.agent, cursor, error)
+        count = self._count
+        while not self.stop_event.is_set():
+            payload = self.client.sample_bytes(cursor, count)
+            try:
+                page = parse_streams(payload, self.agent, self.client.data_items,
+                                     source=f"{self.agent}/sample?from={cursor}&count={count}")
+            except DocumentError as exc:
+                if count > 1:
+                    count = max(1, count // 2)
+                    continue
+                next_hint = _header_number(payload, "nextSequence")
+                last_missing = next_hint - 1 if next_hint is not None and next_hint > cursor else cursor
+                reason = str(exc)[:1000]
+                log.error("agent=%s event=observation_rejected first=%d last=%d reason=%s",
+                          self.agent, cursor, last_missing, reason)
+                gap = wire.rejected_value(self.agent, instance_id, cursor, last_missing, reason)
+                self._publish_batch([], instance_id, last_missing + 1, [gap])
+                cursor = last_missing + 1
+                continue
+            if not page.observations:
+                return cursor  # caught up with the agent
+            cursor = self._handle_part(page, cursor, instance_id)
+            if count >= self._count:
+                return cursor
+            count = min(self._count, count * 2)
+        return cursor
 
     def _recover_out_of_range(self, cursor: int, instance_id: int) -> int:
         """`from` fell out of the agent's buffer: record the exact gap and go on with the oldest data.
@@ -561,13 +706,13 @@ class AgentFollower:
         log.info("agent=%s event=out_of_range cursor=%d oldest_first=%s oldest_next=%s",
                  self.agent, cursor, header.first_sequence, header.next_sequence)
         if header.instance_id is not None and header.instance_id != instance_id:
-            raise _AgentRestarted(f"instanceId changed from {instance_id} to {header.instance_id}")
+            raise _AgentRestarted(self.checkpoint or Checkpoint(instance_id, cursor), header.instance_id)
         if header.next_sequence is not None and header.next_sequence <= cursor:
             # Not a buffer overrun but a cursor ahead of the agent: start again from current.
             current = self.client.current()
             log.warning("agent=%s event=out_of_range_restart cursor=%d first=%s next=%s",
                         self.agent, cursor, current.header.first_sequence, current.header.next_sequence)
-            self._publish_batch(current.observations, instance_id, current.header.next_sequence)
+            self._publish_batch(self._unique(current.observations, 0), instance_id, current.header.next_sequence)
             return current.header.next_sequence
         if not page.observations:
             first = header.first_sequence if header.first_sequence is not None else header.next_sequence
@@ -584,7 +729,30 @@ class AgentFollower:
         self.thread.start()
 
     def stop(self) -> None:
-        self.client.abort_stream()
+        self.client.interrupt()
+
+
+# Errors librdkafka raises from produce() for one record that can never be sent as it is.
+_RECORD_ERRORS = frozenset((KafkaError.MSG_SIZE_TOO_LARGE, KafkaError._MSG_TIMED_OUT, KafkaError._INVALID_ARG))
+
+
+def _error_kind(error: BaseException | str | None) -> str | None:
+    """What kind of trouble keeps an agent unreachable, for "status on change" (not the text)."""
+    if error is None or isinstance(error, str):
+        return error
+    kind = type(error).__name__
+    if isinstance(error, AgentError):
+        return kind + ":" + ",".join(sorted(error.codes))
+    cause = error.__cause__
+    if cause is not None:
+        kind += ":" + type(cause).__name__
+    return kind
+
+
+def _header_number(payload: bytes, attribute: str) -> int | None:
+    """A header number read straight from the bytes of a document that does not parse."""
+    match = re.search(rb"<(?:\w+:)?Header\b[^>]*\s" + attribute.encode() + rb'\s*=\s*["\'](\d+)["\']', payload[:65536])
+    return int(match.group(1)) if match else None
 
 
 class ProducerService:

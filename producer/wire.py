@@ -152,6 +152,25 @@ def gap_value(
     }
 
 
+# Why observations are missing from the observations topic (the `reason` of a gap record).
+GAP_OUT_OF_RANGE = "OUT_OF_RANGE"  # the agent's buffer no longer held them when they were read
+GAP_AGENT_RESTART = "AGENT_RESTART"  # the agent restarted (new instanceId) before they were read
+GAP_REJECTED = "REJECTED"  # read, but not publishable as they are (too large, not parseable)
+GAP_REASONS = (GAP_OUT_OF_RANGE, GAP_AGENT_RESTART, GAP_REJECTED)
+
+
+def rejected_value(agent: str, instance_id: int, first_missing: int, last_missing: int, detail: str,
+                   device_uuid: str | None = None, data_item_id: str | None = None) -> dict[str, Any]:
+    """A gap record for observations the agent served that cannot be published, with why."""
+    value = gap_value(agent, instance_id, first_missing, last_missing, GAP_REJECTED)
+    value["detail"] = detail
+    if device_uuid is not None:
+        value["device_uuid"] = device_uuid
+    if data_item_id is not None:
+        value["data_item_id"] = data_item_id
+    return value
+
+
 def agent_status_value(
     agent: str, state: str, since: str, last_error: str | None = None, instance_id: int | None = None
 ) -> dict[str, Any]:

@@ -18,7 +18,9 @@ from typing import Iterator
 
 import requests
 
+from producer.mtconnect import http
 from producer.mtconnect.documents import (
+    MAX_DOCUMENT_BYTES,
     DataItemInfo,
     DevicesDocument,
     DocumentError,
@@ -30,7 +32,10 @@ from producer.mtconnect.documents import (
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = (5.0, 30.0)
-MAX_PART_BYTES = 64 * 1024 * 1024
+MAX_PART_BYTES = MAX_DOCUMENT_BYTES
+# A stream that delivers neither a part nor a heartbeat for this long is dead, however many
+# bytes still trickle in (at least three heartbeats, and never less than this).
+MIN_STREAM_IDLE_S = 10.0
 # The shortest pause between two polls of an agent that cannot stream (interval=0 would spin).
 MIN_POLL_INTERVAL_MS = 10
 
@@ -40,23 +45,34 @@ class AgentUnreachable(ConnectionError):
 
 
 class AgentClient:
-    """One agent's REST endpoints. `base_url` is the agent root, e.g. https://smstestbed.nist.gov/vds."""
+    """One agent's REST endpoints. `base_url` is the agent root, e.g. https://smstestbed.nist.gov/vds.
+
+    `timeout` is (connect, request) seconds: every probe/current/sample request must be
+    answered completely within the request time, however slowly the agent trickles bytes.
+    A stream must deliver a part or a heartbeat at least every `stream_idle_s` seconds.
+    `verify` is True (the system's CAs), False, or a CA file trusted in addition to them.
+    """
 
     def __init__(self, base_url: str, *, verify: bool | str = True,
-                 timeout: tuple[float, float] = DEFAULT_TIMEOUT, session: requests.Session | None = None):
+                 timeout: tuple[float, float] = DEFAULT_TIMEOUT, session: requests.Session | None = None,
+                 stream_idle_s: float | None = None):
         self.base_url = base_url.rstrip("/")
-        self.verify = verify
+        self.verify = http.trust_store_with(verify) if isinstance(verify, str) else verify
         self.timeout = timeout
+        self.stream_idle_s = stream_idle_s
         self._session = session
         self._open_stream: requests.Response | None = None
         self._abort: threading.Event | None = None  # set by abort_stream() for the running stream()
+        self._guards: set[http.RequestGuard] = set()
+        self._guards_lock = threading.Lock()
+        self._interrupted = False
         self._polling_logged = False
         self.data_items: dict[str, DataItemInfo] = {}
 
     @property
     def session(self) -> requests.Session:
         if self._session is None:
-            self._session = requests.Session()
+            self._session = http.guarded_session()
             self._session.headers["Accept"] = "application/xml, text/xml"
         return self._session
 
@@ -79,6 +95,15 @@ class AgentClient:
             except Exception:  # noqa: BLE001 - the stream may be closing on its own right now
                 response.close()
 
+    def interrupt(self) -> None:
+        """Stop everything at once, for shutdown: the stream, and any request in flight now or later."""
+        self._interrupted = True
+        self.abort_stream()
+        with self._guards_lock:
+            guards = list(self._guards)
+        for guard in guards:
+            guard.abort()
+
     def close(self) -> None:
         if self._session is not None:
             self._session.close()
@@ -90,27 +115,86 @@ class AgentClient:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _get(self, path: str, params: dict | None = None, stream: bool = False) -> requests.Response:
-        url = f"{self.base_url}/{path}"
-        try:
-            return self.session.get(url, params=params, timeout=self.timeout, verify=self.verify, stream=stream)
-        except requests.exceptions.SSLError as exc:
-            verify_error = _certificate_error(exc)
-            if verify_error is not None:
-                raise AgentUnreachable(
-                    f"{url}: the agent's TLS certificate could not be verified ({verify_error}); "
-                    f"trust its CA with verify=<CA file>, or turn verification off with verify=False"
-                ) from exc
-            raise AgentUnreachable(f"{url}: TLS failed: {exc}") from exc
-        except requests.RequestException as exc:
-            raise AgentUnreachable(f"{url}: {type(exc).__name__}: {exc}") from exc
+    @property
+    def _request_s(self) -> float:
+        return self.timeout[1]
 
-    def _body(self, response: requests.Response) -> bytes:
-        with response:
+    def _get(self, path: str, params: dict | None = None, stream: bool = False
+             ) -> tuple[requests.Response, http.RequestGuard]:
+        """The response to GET `path` (headers read) and the guard whose deadline still runs.
+
+        Redirects are followed only within the agent's origin; the caller reads the body and
+        calls `guard.done()`.
+        """
+        url = f"{self.base_url}/{path}"
+        for _ in range(http.MAX_REDIRECTS + 1):
+            guard = self._guard()
             try:
-                body = response.content
+                response = http.send(self.session, url, guard, params=params, stream=True,
+                                     timeout=(self.timeout[0], self._socket_timeout(stream)), verify=self.verify)
+            except requests.exceptions.SSLError as exc:
+                self._release(guard)
+                verify_error = _certificate_error(exc)
+                if verify_error is not None:
+                    raise AgentUnreachable(
+                        f"{url}: the agent's TLS certificate could not be verified ({verify_error}); "
+                        f"trust its CA with --ca-bundle FILE, or turn verification off with --insecure"
+                    ) from exc
+                raise AgentUnreachable(f"{url}: TLS failed: {exc}") from exc
             except requests.RequestException as exc:
-                raise AgentUnreachable(f"{response.url}: reading the response failed: {exc}") from exc
+                self._release(guard)
+                raise AgentUnreachable(self._failure(url, guard, exc)) from exc
+            target = http.redirect_target(response)
+            if target is None:
+                return response, guard
+            response.close()
+            self._release(guard)
+            if not http.same_origin(url, target):
+                raise AgentUnreachable(
+                    f"{url}: the agent redirects to {target}, another origin; refusing to follow "
+                    f"(configure the agent's own address)")
+            url, params = target, None
+        raise AgentUnreachable(f"{self.base_url}/{path}: more than {http.MAX_REDIRECTS} redirects")
+
+    def _socket_timeout(self, stream: bool) -> float:
+        return min(self._request_s, self._idle_s()) if stream else self._request_s
+
+    def _idle_s(self) -> float:
+        return self.stream_idle_s if self.stream_idle_s is not None else MIN_STREAM_IDLE_S
+
+    def _guard(self, deadline_s: float | None = None) -> http.RequestGuard:
+        guard = http.RequestGuard(self._request_s if deadline_s is None else deadline_s)
+        with self._guards_lock:
+            self._guards.add(guard)
+        if self._interrupted:
+            guard.abort()
+        return guard
+
+    def _release(self, guard: http.RequestGuard) -> None:
+        guard.done()
+        with self._guards_lock:
+            self._guards.discard(guard)
+
+    def _failure(self, url: str, guard: http.RequestGuard, exc: BaseException) -> str:
+        if guard.expired:
+            return f"{url}: no complete answer within {self._request_s:g} s (the agent is too slow or stalled)"
+        if guard.aborted:
+            return f"{url}: interrupted (shutting down)"
+        return f"{url}: {type(exc).__name__}: {exc}"
+
+    def _body(self, response: requests.Response, guard: http.RequestGuard) -> bytes:
+        try:
+            with response:
+                try:
+                    body = http.read_body(response, MAX_DOCUMENT_BYTES)
+                except http.BodyTooLarge as exc:
+                    raise DocumentError(f"{response.url}: {exc}") from None
+                except http.UnsupportedEncoding as exc:
+                    raise DocumentError(f"{response.url}: {exc}") from None
+                except Exception as exc:  # urllib3 and http.client raise many kinds on a broken read
+                    raise AgentUnreachable(self._failure(response.url, guard, exc)) from exc
+        finally:
+            self._release(guard)
         # An MTConnectError document is the answer whatever the status (agents use 200, 400,
         # 404 and 500); only a 5xx without an XML body means the agent itself is in trouble.
         looks_like_xml = body.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"<")
@@ -120,23 +204,30 @@ class AgentClient:
             raise DocumentError(f"{response.url}: HTTP {response.status_code}, not an XML document")
         return body
 
+    def _document(self, path: str, params: dict | None = None) -> bytes:
+        return self._body(*self._get(path, params))
+
     def probe(self) -> DevicesDocument:
-        document = parse_devices(self._body(self._get("probe")), self.base_url)
+        document = parse_devices(self._document("probe"), self.base_url)
         self.data_items = document.data_items
         return document
 
     def current(self) -> StreamsDocument:
-        return parse_streams(self._body(self._get("current")), self.base_url, self.data_items,
+        return parse_streams(self._document("current"), self.base_url, self.data_items,
                              source=f"{self.base_url}/current")
 
     def sample(self, from_sequence: int | None, count: int = 1000) -> StreamsDocument:
         """One page of `sample`; without `from_sequence` the agent starts at its oldest observation."""
         params = {"count": count} if from_sequence is None else {"from": from_sequence, "count": count}
         return parse_streams(
-            self._body(self._get("sample", params)),
+            self._document("sample", params),
             self.base_url, self.data_items,
             source=f"{self.base_url}/sample" + ("" if from_sequence is None else f"?from={from_sequence}"),
         )
+
+    def sample_bytes(self, from_sequence: int, count: int) -> bytes:
+        """The raw bytes of one `sample?from=&count=` page (for reading a document that does not parse)."""
+        return self._document("sample", {"from": from_sequence, "count": count})
 
     def stream(self, from_sequence: int, count: int = 1000, interval_ms: int = 100,
                heartbeat_ms: int = 10000) -> Iterator[StreamsDocument]:
@@ -165,24 +256,31 @@ class AgentClient:
         source = f"{self.base_url}/sample?from={from_sequence}&interval={interval_ms}"
         try:
             try:
-                response = self._get("sample", params, stream=True)
+                response, guard = self._get("sample", params, stream=True)
             except AgentUnreachable:
                 if abort.is_set():
                     return
                 raise
             if abort.is_set():
                 response.close()
+                self._release(guard)
                 return
             boundary = _boundary(response.headers.get("Content-Type", ""))
             if boundary is None:
-                first = parse_streams(self._body(response), self.base_url, self.data_items, source=source)
+                first = parse_streams(self._body(response, guard), self.base_url, self.data_items, source=source)
             else:
+                # The headers came in time; from now on the stream is judged by its parts.
+                self._release(guard)
                 with response:
                     self._open_stream = response
                     if abort.is_set():  # abort_stream() ran before it could see this response
                         return
                     try:
-                        for part in _multipart_parts(response, boundary, source):
+                        decoder = http.decompressor(response.headers.get("Content-Encoding", ""))
+                    except http.UnsupportedEncoding as exc:
+                        raise DocumentError(f"{source}: {exc}") from None
+                    try:
+                        for part in _multipart_parts(response, boundary, source, self._idle_s(), decoder):
                             yield parse_streams(part, self.base_url, self.data_items, source=source)
                             if abort.is_set():
                                 return
@@ -292,22 +390,41 @@ def _boundary(content_type: str) -> str | None:
 
 
 class _Reader:
-    """A byte buffer over a streamed response that returns data as soon as it arrives."""
+    """A byte buffer over a streamed response that returns data as soon as it arrives.
 
-    def __init__(self, response: requests.Response, source: str):
+    `mark_part()` is called whenever a part or heartbeat completes; a stream that goes
+    `idle_s` seconds without one raises `AgentUnreachable`, however many bytes still trickle
+    in. A compressed stream (`decoder`) is inflated as it arrives, never beyond the part limit.
+    """
+
+    def __init__(self, response: requests.Response, source: str, idle_s: float = MIN_STREAM_IDLE_S,
+                 decoder=None):
         self._raw = response.raw
         self._buffer = bytearray()
         self._source = source
+        self._idle_s = idle_s
+        self._decoder = decoder
+        self._last_part = time.monotonic()
         self.eof = False
 
+    def mark_part(self) -> None:
+        self._last_part = time.monotonic()
+
     def _fill(self) -> bool:
+        if time.monotonic() - self._last_part > self._idle_s:
+            raise AgentUnreachable(f"{self._source}: no part or heartbeat for {self._idle_s:g} s; reconnecting")
         try:
             chunk = self._raw.read1(262144)
         except Exception as exc:  # urllib3/http.client raise a variety of errors on a broken stream
+            if time.monotonic() - self._last_part > self._idle_s:
+                raise AgentUnreachable(
+                    f"{self._source}: no part or heartbeat for {self._idle_s:g} s; reconnecting") from exc
             raise AgentUnreachable(f"{self._source}: stream broken: {type(exc).__name__}: {exc}") from exc
         if not chunk:
             self.eof = True
             return False
+        if self._decoder is not None:
+            chunk = http.inflate_bounded(self._decoder, chunk, MAX_PART_BYTES)
         self._buffer += chunk
         return True
 
@@ -350,8 +467,9 @@ class _Reader:
                 return None
 
 
-def _multipart_parts(response: requests.Response, boundary: str, source: str) -> Iterator[bytes]:
-    reader = _Reader(response, source)
+def _multipart_parts(response: requests.Response, boundary: str, source: str,
+                     idle_s: float = MIN_STREAM_IDLE_S, decoder=None) -> Iterator[bytes]:
+    reader = _Reader(response, source, idle_s, decoder)
     delimiter = b"--" + boundary.encode("latin-1")
     while True:
         # Find the next boundary line (skipping the preamble and the CRLF after a part).
@@ -390,3 +508,4 @@ def _multipart_parts(response: requests.Response, boundary: str, source: str) ->
         if body is None:
             return  # the agent closed mid-part; the caller resumes from its cursor
         yield body
+        reader.mark_part()  # the idle clock runs while the agent owes us a part, not while we work
