@@ -383,7 +383,16 @@ class AgentFollower:
         def fill() -> None:
             for device, value in changed:
                 self._produce(self._topic(wire.DEVICES), wire.device_key(device), value)
-        self._transaction(fill)
+        try:
+            self._transaction(fill)
+        except _Resync:
+            refused = [error for error in self._delivery_errors if "too large" in error.lower()]
+            if not refused:
+                raise
+            # The cluster refuses records this big on the devices topic: say so once, follow on.
+            log.error("agent=%s event=device_models_refused error=%s (the models are not published; "
+                      "their observations still are; raise max.message.bytes on the devices topic)",
+                      self.agent, refused[0])
         for device, value in changed:
             self._published_devices[str(device["device_uuid"])] = value
         log.info("agent=%s event=devices_published devices=%d data_items=%d",

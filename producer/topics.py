@@ -55,6 +55,9 @@ def ensure_topics(admin_config: dict[str, str], prefix: str, observation_partiti
     metadata = admin.list_topics(timeout=timeout)
     replication = min(3, max(1, len(metadata.brokers)))
     wanted = []
+    devices_topic = wire.topic_name(wire.DEVICES, prefix)
+    if devices_topic in metadata.topics:
+        _raise_record_limit(admin, devices_topic, MAX_DEVICE_RECORD_BYTES, timeout)
     for base in wire.ALL_TOPICS:
         name = wire.topic_name(base, prefix)
         if name in metadata.topics:
@@ -71,6 +74,26 @@ def ensure_topics(admin_config: dict[str, str], prefix: str, observation_partiti
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
         log.info("event=topic_ready topic=%s", name)
+
+
+def _raise_record_limit(admin: AdminClient, topic: str, limit: int, timeout: float) -> None:
+    """Let a devices topic created elsewhere (or by an older version) take large device models."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    try:
+        entries = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout)
+        current = int(entries["max.message.bytes"].value)
+        if current >= limit:
+            return
+        change = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+            ConfigEntry("max.message.bytes", str(limit), incremental_operation=AlterConfigOpType.SET)])
+        admin.incremental_alter_configs([change], request_timeout=timeout)[change].result(timeout)
+        log.info("event=topic_limit_raised topic=%s max.message.bytes=%d (was %d)", topic, limit, current)
+    except (KafkaException, KeyError, ValueError) as exc:
+        log.warning("event=topic_limit_unchanged topic=%s error=%s: device models larger than the topic's "
+                    "max.message.bytes will be refused; ask the cluster's administrator to set "
+                    "max.message.bytes=%d on it", topic, exc, limit)
 
 
 def _timed_out(topic: str, timeout: float, pending: dict[int, int]) -> KafkaException:

@@ -13,6 +13,7 @@ import time
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from hostile_agent import HostileAgent
 from producer import wire
@@ -202,7 +203,13 @@ def test_duplicate_sequences_in_a_part_are_published_once(kafka_broker, topic_pr
 # ----------------------------------------------------------------------------- the device model
 
 
-def test_a_device_model_over_a_megabyte_is_published(kafka_broker, topic_prefix, replay, producer_process):
+@pytest.mark.parametrize("devices_topic", ["created by the producer", "created before with Kafka's defaults"])
+def test_a_device_model_over_a_megabyte_is_published(kafka_broker, topic_prefix, replay, producer_process,
+                                                     devices_topic):
+    if devices_topic != "created by the producer":
+        topic = wire.topic_name(wire.DEVICES, topic_prefix)
+        admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
+        admin.create_topics([NewTopic(topic, 3, 1, config={"cleanup.policy": "compact"})])[topic].result(30)
     with HostileAgent(replay.url, "probe_model_huge", items=12000) as agent:
         _seed_checkpoint(kafka_broker, topic_prefix, agent.url, replay.instance_id, 1)
         producer_process.start([agent.url], kafka_broker.bootstrap, topic_prefix)
@@ -215,6 +222,8 @@ def test_a_device_model_over_a_megabyte_is_published(kafka_broker, topic_prefix,
     assert len(biggest.value()) > 1024 * 1024
     assert sum(1 for item in device["data_items"] if item["id"].startswith("extra_")) == 12000
     assert len(records) == 8, "each of the eight device models once"
+    if devices_topic != "created by the producer":
+        assert producer_process.lines(r"event=topic_limit_raised .*max.message.bytes=16777216")
 
 
 # ----------------------------------------------------------------------------- instance and retries
