@@ -105,3 +105,30 @@ def engine(yaml_text: str | None = None, **options) -> AlarmEngine:
 def with_value(observation: dict, value, timestamp: str, sequence: int) -> dict:
     """A recorded observation with another value and time (for sequences the day lacks)."""
     return dict(observation, value=value, timestamp=timestamp, sequence=sequence)
+
+
+def item_values(name: str, item: str) -> list[tuple[str, str]]:
+    """(timestamp, raw value) of every value of `item` on the machine's SHDR lines (the
+    key|value pairs after the timestamp; condition lines carry one item each)."""
+    found = []
+    for fields in shdr_lines(name):
+        if len(fields) >= 7 and fields[2] in ("Fault", "Warning", "Normal", "Unavailable"):
+            continue
+        for index in range(1, len(fields) - 1, 2):
+            if fields[index] == item:
+                found.append((fields[0], fields[index + 1]))
+    return found
+
+
+def runs(values: list[tuple[str, str]], inside) -> list[tuple[str, str | None]]:
+    """(start, end) of each stretch where `inside(value)` holds; end None: still at the file's end."""
+    found, start = [], None
+    for timestamp, value in values:
+        if inside(value) and start is None:
+            start = timestamp
+        elif not inside(value) and start is not None:
+            found.append((start, timestamp))
+            start = None
+    if start is not None:
+        found.append((start, None))
+    return found
