@@ -268,6 +268,7 @@ class AlarmEngine:
         self._flood_reference = float("-inf")
         self.flood_active = False
         self.flood_since: str | None = None
+        self._flood_window_start = float("-inf")
         self._events: list[AlarmEvent] = []
         self._candidates: list[int] = []
         self._flood_started = False
@@ -592,10 +593,21 @@ class AlarmEngine:
         events = self._events
         if self._candidates:
             if self._flood_started:
-                folded = []
+                # Pop-ups of this call that belong to the flood fold into its summary; those
+                # from before the flood window (a long history read) stay single notices.
+                start = self._flood_window_start
+                folded, single = [], []
                 for index in self._candidates:
-                    events[index] = replace(events[index], notify=False)
-                    folded.append(events[index].alarm.alarm_id)
+                    moment = parse_timestamp(events[index].at)
+                    if moment is not None and moment < start:
+                        single.append(index)
+                    else:
+                        events[index] = replace(events[index], notify=False)
+                        folded.append(events[index].alarm.alarm_id)
+                for index in single:
+                    alarm = events[index].alarm
+                    self._notices.append(Notice("alarm", self._title(alarm), alarm.message or alarm.data_item_name,
+                                                alarm.priority, (alarm.alarm_id,), events[index].at))
                 count = len(self._flood_times)
                 minutes = self.settings.flood_seconds / 60
                 self._notices.append(Notice("flood", f"Alarm flood: {count} new alarms in {minutes:g} min",
@@ -953,6 +965,7 @@ class AlarmEngine:
         if len(window) > settings.flood_alarms:
             if not self.flood_active:
                 self.flood_active = True
+                self._flood_window_start = window[0]
                 self.flood_since = format_epoch(window[0])
                 self._flood_started = True
         elif self.flood_active:
