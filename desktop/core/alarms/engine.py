@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import time
 from collections import OrderedDict, deque
 from dataclasses import replace
@@ -49,12 +50,16 @@ class _Timer:
 class _Clock:
     """A device's event time and its pending deadlines."""
 
-    __slots__ = ("now", "text", "heap")
+    __slots__ = ("now", "text", "heap", "due")
 
     def __init__(self) -> None:
         self.now = float("-inf")
         self.text: Any = None
         self.heap: list[tuple[float, int, _Timer]] = []
+        self.due = ""  # the next deadline's second as `YYYY-MM-DDTHH:MM:SS` (UTC)
+
+    def update_due(self) -> None:
+        self.due = format_epoch(math.floor(self.heap[0][0]))[:19] if self.heap else ""
 
 
 class _Device:
@@ -223,13 +228,17 @@ class _SwitchHandler:
                     self.engine._switch(self.point, observation, False, immediate=True)
                 return  # text or vectors: not comparable with a threshold
             above, below = self.above, self.below
+            point = self.point
             if (above is not None and value > above) or (below is not None and value < below):
-                self.engine._switch(self.point, observation, True)
+                if point.alarm is None or point.off_pending is not None:
+                    self.engine._switch(point, observation, True)
+            elif point.alarm is None and point.pending is None:
+                return  # the common case: below the limit and nothing going on
             elif (self.clear_above is not None and value > self.clear_above) or \
                     (self.clear_below is not None and value < self.clear_below):
-                self.engine._hold(self.point)  # within the deadband: neither raise nor clear
+                self.engine._hold(point)  # within the deadband: neither raise nor clear
             else:
-                self.engine._switch(self.point, observation, False)
+                self.engine._switch(point, observation, False)
         elif kind == "event":
             text = "" if value is None else str(value).strip().casefold()
             self.engine._switch(self.point, observation, text in self.values)
@@ -285,11 +294,15 @@ class AlarmEngine:
         timed = self._timed
         seen: dict[str, Mapping[str, Any]] = {}
         for observation in observations:
-            device_uuid = observation.get("device_uuid")
-            by_item = handlers.get(device_uuid)
-            if by_item is None:
-                by_item = self._new_device(observation, now)
-            bound = by_item.get(observation.get("data_item_id"), _UNBOUND)
+            try:
+                device_uuid = observation["device_uuid"]
+                by_item = handlers.get(device_uuid)
+                if by_item is None:
+                    by_item = self._new_device(observation, now)
+                bound = by_item.get(observation["data_item_id"], _UNBOUND)
+            except (KeyError, TypeError):
+                self.errors.append(f"observation without device_uuid or data_item_id ignored: {observation!r:.200}")
+                continue
             if bound is _UNBOUND:
                 bound = self._bind(by_item, observation)
             seen[device_uuid] = observation
@@ -298,11 +311,14 @@ class AlarmEngine:
                 text = observation.get("timestamp")
                 if text != clock.text:
                     clock.text = text
-                    moment = parse_timestamp(text)
-                    if moment is not None and moment > clock.now:
-                        clock.now = moment
-                        if clock.heap and clock.heap[0][0] <= moment:
-                            self._fire(device_uuid, clock, moment)
+                    # UTC times compare as text to the second: most are clearly before the
+                    # next deadline and need no parsing.
+                    if text.__class__ is not str or text[-1:] != "Z" or text[:19] >= clock.due:
+                        moment = parse_timestamp(text)
+                        if moment is not None and moment > clock.now:
+                            clock.now = moment
+                            if clock.heap and clock.heap[0][0] <= moment:
+                                self._fire(device_uuid, clock, moment)
             if bound:
                 for handler in bound:
                     handler.observe(observation)
@@ -568,6 +584,7 @@ class AlarmEngine:
         timer = _Timer(deadline, action)
         clock = device.clock
         heapq.heappush(clock.heap, (deadline, next(self._timer_order), timer))
+        clock.update_due()
         self._timed[device.uuid] = clock
         return timer
 
@@ -578,6 +595,7 @@ class AlarmEngine:
             if timer.live:
                 timer.live = False
                 timer.action(deadline)
+        clock.update_due()
         if not heap:
             self._timed.pop(device_uuid, None)
 
