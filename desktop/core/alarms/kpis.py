@@ -138,7 +138,7 @@ def _figures(activations: list[_Activation], intervals: list[tuple[float, float]
         flood_window_percent=100.0 * flood_windows / len(windows) if windows else 0.0,
         chattering=sum(a.chattering for a in activations),
         stale=sum(a.stale for a in activations),
-        standing=sum(1 for a in activations if a.cleared_at is None or a.cleared_at >= end),
+        standing=sum(1 for a in activations if a.cleared_at is None),
         acknowledged=len(acked),
         mean_time_to_acknowledge=sum(max(0.0, t) for t in acked) / len(acked) if acked else None,
         mean_time_to_clear=sum(cleared) / len(cleared) if cleared else None,
@@ -164,7 +164,7 @@ def compute_kpis(entries: Iterable[JournalEntry], start: float, end: float,
     for entry in later:
         activation = activations.get(entry.alarm_id)
         if activation is None or entry.at_epoch is None or entry.at_epoch >= end:
-            continue
+            continue  # what happened after the range is not part of it
         if entry.kind == "acknowledged" and activation.acknowledged_at is None:
             activation.acknowledged_at = entry.at_epoch
         elif entry.kind == "cleared" and activation.cleared_at is None:

@@ -32,16 +32,20 @@ def test_merging_records_is_order_free_and_idempotent(fault_791):
     alarm = a.process([fault_791], now=0.0)[0].alarm
     b.process([fault_791], now=0.0)
     ack, _ = a.acknowledge(alarm.alarm_id, by="ana", now=10.0)
-    shelve, _ = b.shelve(alarm.alarm_id, by="ben", seconds=600, reason="probe", now=20.0)  # b did not know of the ack
+    late_ack, _ = b.acknowledge(alarm.alarm_id, by="ben", now=15.0)  # b did not know of a's
+    shelve, _ = b.shelve(alarm.alarm_id, by="ben", seconds=600, reason="probe", now=20.0)
+    unshelve, _ = a.unshelve(alarm.alarm_id, by="ana", now=30.0)  # a did not know of the shelve
     results = set()
-    for order in itertools.permutations([ack, shelve, ack]):
+    for order in itertools.permutations([ack, late_ack, shelve, unshelve, ack]):
         merged = None
         for record in order:
             merged = merge_ack_values(merged, record)
         results.add((repr(merged["acknowledged"]), repr(merged["shelve"])))
     assert len(results) == 1
-    merged = merge_ack_values(ack, shelve)
-    assert merged["acknowledged"]["by"] == "ana" and merged["shelve"]["reason"] == "probe"
+    merged = merge_ack_values(merge_ack_values(unshelve, shelve), late_ack)
+    # The first acknowledgement stays; the latest shelve action (the unshelve) wins.
+    assert (merged["acknowledged"]["by"], merged["acknowledged"]["at"]) == ("ana", "1970-01-01T00:00:10.000000Z")
+    assert merged["shelve"]["state"] == "unshelved"
 
 
 def test_a_station_repairs_a_record_that_hides_its_action(fault_791):
