@@ -53,13 +53,15 @@ def test_a_station_repairs_a_record_that_hides_its_action(fault_791):
     alarm = a.process([fault_791], now=0.0)[0].alarm
     ack, _ = a.acknowledge(alarm.alarm_id, by="ana", now=10.0)
     shelve, _ = b.shelve(alarm.alarm_id, by="ben", seconds=600, reason="probe", now=20.0)
-    book_a, book_b = AckBook("a"), AckBook("b")
+    book_a, book_b, book_c = AckBook("a"), AckBook("b"), AckBook("c")
     book_a.add(ack)
     book_b.add(shelve)
+    book_c.add(ack)  # c only watched: it read a's record first
     # The topic ends with b's record (no acknowledgement): only a must write again.
     repair = book_a.repairs_for(shelve, now=30.0)
     assert repair["acknowledged"]["station"] == "a" and repair["shelve"]["station"] == "b"
     assert book_b.repairs_for(shelve, now=30.0) is None
+    assert book_c.repairs_for(shelve, now=30.0) is None  # not c's action: a repairs, not everyone
     assert book_b.repairs_for(repair, now=31.0) is None and book_a.repairs_for(repair, now=31.0) is None
 
 
