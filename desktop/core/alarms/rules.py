@@ -10,6 +10,7 @@ is silently ignored is an alarm that never comes. `docs/alarms.md` documents the
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,6 +20,8 @@ import yaml
 PRIORITIES = ("critical", "high", "medium", "low")
 KINDS = ("condition", "event", "threshold", "unavailable", "offline")
 CONDITION_LEVELS = ("FAULT", "WARNING")
+# What an alarm `message` template may use.
+MESSAGE_FIELDS = ("device", "item", "value", "units", "above", "below", "level", "code", "title", "rule")
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?|d|days?)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "m": 60, "min": 60,
@@ -317,6 +320,16 @@ def _read_rule(reader: _Reader, node: yaml.Node, path: str) -> Rule | None:
     for key in ("title", "message"):
         if key in fields:
             values[key] = reader.text(fields[key], f"{path}.{key}") or ""
+    if values.get("message"):
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(values["message"]) if name is not None}
+        except ValueError as exc:
+            reader.problem(fields["message"], f"{path}.message", f"not a valid message template: {exc}")
+        else:
+            unknown = sorted(n for n in names if n not in MESSAGE_FIELDS)
+            if unknown:
+                reader.problem(fields["message"], f"{path}.message",
+                               f"unknown placeholder {{{unknown[0]}}} (known: {', '.join('{' + f + '}' for f in MESSAGE_FIELDS)})")
     if "priority" in fields:
         values["priority"] = reader.priority(fields["priority"], f"{path}.priority")
     if "enabled" in fields:

@@ -121,3 +121,23 @@ def test_durations_and_unquoted_shift_times():
     assert [parse_duration(v) for v in (5, "5 s", "500 ms", "10 min", "1.5 h", "1 d")] == [5, 5, 0.5, 600, 5400, 86400]
     rules = parse_rules("version: 1\nsettings:\n  shifts:\n    - {name: a, start: 06:00}\n    - {name: b, start: 18:30}\nrules: []\n")
     assert [(s.name, s.start) for s in rules.settings.shifts] == [("a", "06:00"), ("b", "18:30")]
+
+
+def test_message_templates_fill_in_and_unknown_placeholders_are_errors():
+    engine = AlarmEngine(parse_rules("""version: 1
+rules:
+  - {id: estop, kind: event, type: EMERGENCY_STOP, values: [TRIGGERED], priority: critical,
+     message: "{device}: emergency stop ({item} = {value})"}
+"""))
+    estop = next(o for o in support.day("Mazak01") if o["type"] == "EMERGENCY_STOP")
+    [event] = engine.process([dict(estop, value="TRIGGERED")], now=0.0)
+    assert event.alarm.message == "Mazak01: emergency stop (estop = TRIGGERED)"
+    assert problems_of("""version: 1
+rules:
+  - id: estop
+    kind: event
+    type: EMERGENCY_STOP
+    values: [TRIGGERED]
+    message: "{machine} stopped"
+""") == ["plant-rules.yaml:7: rules[0].message: unknown placeholder {machine} (known: {device}, {item}, {value}, "
+         "{units}, {above}, {below}, {level}, {code}, {title}, {rule})"]
