@@ -84,7 +84,7 @@ def main() -> int:
         rates.append(len(data) / elapsed)
         counts = engine.counts()
         print(f"pass {number + 1}: {elapsed * 1000:.0f} ms, {len(data) / elapsed:,.0f} observations/s, "
-              f"{events} transitions, {counts['standing']} standing, {counts['chattering']} chattering")
+              f"{events} transitions, {counts['standing']} standing at the end ({counts['chattering']} of them chattering)")
     best = max(rates)
     print(f"best {best:,.0f} obs/s, median {statistics.median(rates):,.0f} obs/s over {passes} passes "
           f"({os.cpu_count()} cores on the machine, one used)")
