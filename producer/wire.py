@@ -182,3 +182,51 @@ def agent_status_value(
         "last_error": last_error,
         "instance_id": instance_id,
     }
+
+
+# ---- alarm acknowledgements
+#
+# `monitor.alarm-acks` is compacted and keyed by alarm id, so its latest value per key must be
+# the whole shared state of that alarm, not one action: a value carries the acknowledgement
+# (once given, it stays) and the latest shelve or unshelve together. Stations merge what they
+# receive (the earliest acknowledgement wins, the latest shelve action wins), which makes
+# applying records idempotent and independent of their order. `record_id` names one write,
+# so the same write delivered twice is recognised.
+
+ALARM_ACK_SCHEMA = 1
+SHELVED = "shelved"
+UNSHELVED = "unshelved"
+
+
+def alarm_ack_key(alarm_id: str) -> bytes:
+    return alarm_id.encode("utf-8")
+
+
+def acknowledgement(at: str, by: str, station: str, note: str | None = None) -> dict[str, Any]:
+    """Who acknowledged, where and when (ISO-8601 UTC), with an optional note."""
+    return {"at": at, "by": by, "station": station, "note": note}
+
+
+def shelve_action(state: str, at: str, by: str, station: str, until: str | None = None,
+                  reason: str | None = None) -> dict[str, Any]:
+    """`state` is `shelved` (until `until`, ISO-8601 UTC, with a reason) or `unshelved`."""
+    if state not in (SHELVED, UNSHELVED):
+        raise ValueError(f"shelve state must be {SHELVED!r} or {UNSHELVED!r}, not {state!r}")
+    return {"state": state, "at": at, "until": until if state == SHELVED else None,
+            "reason": reason, "by": by, "station": station}
+
+
+def alarm_ack_value(alarm_id: str, device_uuid: str | None, rule_id: str | None,
+                    acknowledged: Mapping[str, Any] | None, shelve: Mapping[str, Any] | None,
+                    record_id: str, station: str, written_at: str) -> dict[str, Any]:
+    return {
+        "schema": ALARM_ACK_SCHEMA,
+        "alarm_id": alarm_id,
+        "device_uuid": device_uuid,
+        "rule_id": rule_id,
+        "acknowledged": dict(acknowledged) if acknowledged else None,
+        "shelve": dict(shelve) if shelve else None,
+        "record_id": record_id,
+        "station": station,
+        "written_at": written_at,
+    }

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from desktop.core.alarms import Alarm, AlarmEngine, AlarmEvent, AlarmJournal
+from desktop.core.alarms import Alarm, AlarmEngine, AlarmEvent, AlarmJournal, Notice, RuleSet
 from desktop.core.batch import Batch, SeriesKey
 from desktop.core.machines import Fleet
 from desktop.core.ringbuffer import DEFAULT_CAPACITY, DEFAULT_WINDOW_SECONDS, SeriesStore
@@ -27,8 +27,10 @@ _ITEM_FIELDS = ("id", "name", "category", "type", "sub_type", "units", "componen
 @dataclass(frozen=True)
 class ModelUpdate:
     alarm_events: tuple[AlarmEvent, ...] = ()
-    # Alarms to pop up now (FAULTs not notified before), in order.
+    # Alarms to pop up now (each once; not chattering, shelved or held back by a flood), in order.
     notifications: tuple[Alarm, ...] = ()
+    # What to show for them: one notice per alarm, or one flood summary standing for many.
+    notices: tuple[Notice, ...] = ()
     devices_changed: bool = False
     observation_count: int = 0
 
@@ -55,12 +57,15 @@ class RateMeter:
 
 
 class MonitorModel:
-    def __init__(self, capacity: int = DEFAULT_CAPACITY, window_seconds: float = DEFAULT_WINDOW_SECONDS) -> None:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, window_seconds: float = DEFAULT_WINDOW_SECONDS,
+                 rules: RuleSet | None = None, journal: AlarmJournal | None = None, station: str = "") -> None:
         self.window_seconds = window_seconds
         self.fleet = Fleet()
         self.series = SeriesStore(capacity)
-        self.alarm_engine = AlarmEngine()
-        self.journal = AlarmJournal()
+        # Without a rules file: every MTConnect Condition (FAULT critical, WARNING medium).
+        self.alarm_engine = AlarmEngine(rules or RuleSet.conditions_only(), station=station)
+        self.journal = journal if journal is not None else AlarmJournal()
+        self.alarm_engine.restore(self.journal.open_alarms())
         self.rate = RateMeter()
         self.record_count = 0
         self.observation_count = 0
@@ -89,11 +94,14 @@ class MonitorModel:
             self.errors.append(message)
         self.error_count += len(batch.errors)
 
+        events: list[AlarmEvent] = []
         for device_uuid, device in batch.devices:
             self.fleet.set_device(device_uuid, device)
             self._learn_device_items(device_uuid, device)
+            self.alarm_engine.set_device(device_uuid, device, now)
         for agent, status in batch.agent_statuses:
             self.fleet.set_agent_status(agent, status)
+            events += self.alarm_engine.set_agent_status(agent, status, now)
 
         if batch.observations:
             self.fleet.observe(batch.observations)
@@ -104,18 +112,35 @@ class MonitorModel:
         for series_key, series in batch.samples.items():
             self.series.extend(series_key, series.times, series.values)
 
-        events = self.alarm_engine.process(batch.observations)
+        events += self.alarm_engine.process(batch.observations, now)
+        return self._alarm_update(events, batch.catching_up, devices_changed=bool(batch.devices),
+                                  observation_count=len(batch.observations))
+
+    def tick(self, now: float | None = None) -> ModelUpdate:
+        """Wall-clock alarm work (machine offline, shelve expiry) for the views' timer."""
+        return self._alarm_update(self.alarm_engine.tick(time.time() if now is None else now), False)
+
+    def apply_ack_records(self, records, now: float | None = None) -> ModelUpdate:
+        """Shared acknowledgement/shelve records read from `monitor.alarm-acks`."""
+        return self._alarm_update(self.alarm_engine.apply_ack_records(records, now), False)
+
+    def _alarm_update(self, events: list[AlarmEvent], catching_up: bool, devices_changed: bool = False,
+                      observation_count: int = 0) -> ModelUpdate:
+        # Stored before anything is shown: a crash must not lose what the operator saw.
         self.journal.apply(events)
         notifications = [event.alarm for event in events if event.notify]
-        if batch.catching_up and notifications:
+        notices = self.alarm_engine.drain_notices()
+        if catching_up:
             # History from before the app started: what already cleared is news to nobody.
             active = {alarm.alarm_id for alarm in self.alarm_engine.active_alarms()}
             notifications = [alarm for alarm in notifications if alarm.alarm_id in active]
+            notices = [n for n in notices if n.kind == "alarm" and set(n.alarm_ids) <= active]
         return ModelUpdate(
             alarm_events=tuple(events),
             notifications=tuple(notifications),
-            devices_changed=bool(batch.devices),
-            observation_count=len(batch.observations),
+            notices=tuple(notices),
+            devices_changed=devices_changed,
+            observation_count=observation_count,
         )
 
     def _learn_device_items(self, device_uuid: str, device: Mapping[str, Any] | None) -> None:

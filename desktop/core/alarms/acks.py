@@ -1,0 +1,298 @@
+"""Shared acknowledgements: merging `monitor.alarm-acks` records, and delivering our own.
+
+Every station writes an alarm's whole shared state under its alarm id (layout in
+`producer.wire`, section "alarm acknowledgements"). `merge_ack_values` combines two states:
+the earliest acknowledgement wins and stays, the latest shelve/unshelve wins; the merge is
+commutative, associative and idempotent, so records can be applied in any order, any number
+of times. Because the topic is compacted, a record that lacks an action this station wrote
+(two stations acted at once) would hide that action from stations that start later;
+`AckBook.repairs_for` finds such records so the station writes the merged state again.
+
+`AckOutbox` makes our own records durable before they are sent: each is stored in a local
+SQLite outbox first, then produced with an idempotent producer; the row is marked delivered
+only from the delivery report. Records written while the broker is away wait in the outbox
+(and in the producer's queue) and go out when it is back, also after the app restarts; a
+record is never lost, and one sent again after a crash carries the same `record_id`, which
+receivers recognise, so it is never applied twice.
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from producer import wire
+
+from desktop.core.alarms.timeutil import format_epoch
+
+
+def _ack_order(ack: Mapping[str, Any]) -> tuple[str, str, str]:
+    return (str(ack.get("at") or ""), str(ack.get("station") or ""), str(ack.get("by") or ""))
+
+
+def _shelve_order(shelve: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    return (str(shelve.get("at") or ""), str(shelve.get("station") or ""), str(shelve.get("state") or ""),
+            str(shelve.get("until") or ""))
+
+
+def merge_ack_values(first: Mapping[str, Any] | None, second: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The shared state that includes both `first` and `second` (None: nothing known)."""
+    if not first:
+        return dict(second) if second else None
+    if not second:
+        return dict(first)
+    merged = dict(second)
+    acks = [a for a in (first.get("acknowledged"), second.get("acknowledged")) if a]
+    merged["acknowledged"] = dict(min(acks, key=_ack_order)) if acks else None
+    shelves = [s for s in (first.get("shelve"), second.get("shelve")) if s]
+    merged["shelve"] = dict(max(shelves, key=_shelve_order)) if shelves else None
+    for key in ("device_uuid", "rule_id"):
+        merged[key] = second.get(key) or first.get(key)
+    return merged
+
+
+def same_state(first: Mapping[str, Any] | None, second: Mapping[str, Any] | None) -> bool:
+    """Whether two records say the same about acknowledgement and shelving."""
+    first, second = first or {}, second or {}
+    return first.get("acknowledged") == second.get("acknowledged") and first.get("shelve") == second.get("shelve")
+
+
+def new_record(alarm_id: str, known: Mapping[str, Any] | None, station: str, now: float,
+               acknowledged: Mapping[str, Any] | None = None, shelve: Mapping[str, Any] | None = None,
+               device_uuid: str | None = None, rule_id: str | None = None) -> dict[str, Any]:
+    """A record to write: what is known about the alarm plus this station's new action."""
+    action = wire.alarm_ack_value(alarm_id, device_uuid, rule_id, acknowledged, shelve,
+                                  record_id=uuid.uuid4().hex, station=station, written_at=format_epoch(now))
+    merged = merge_ack_values(known, action) or action
+    merged["record_id"], merged["station"], merged["written_at"] = action["record_id"], station, action["written_at"]
+    return merged
+
+
+class AckBook:
+    """What this station knows of every alarm's shared state, and which records to repair."""
+
+    def __init__(self, station: str) -> None:
+        self.station = station
+        self._states: dict[str, dict[str, Any]] = {}
+
+    def known(self, alarm_id: str) -> dict[str, Any] | None:
+        return self._states.get(alarm_id)
+
+    def add(self, value: Mapping[str, Any]) -> dict[str, Any]:
+        alarm_id = str(value["alarm_id"])
+        merged = merge_ack_values(self._states.get(alarm_id), value) or dict(value)
+        self._states[alarm_id] = merged
+        return merged
+
+    def repairs_for(self, received: Mapping[str, Any], now: float) -> dict[str, Any] | None:
+        """A record to write when `received` (the topic's newest for its key) misses an action
+        of this station; None when it is complete. Only the station whose action is missing
+        repairs, so two stations never answer each other forever."""
+        alarm_id = str(received["alarm_id"])
+        before = self._states.get(alarm_id)
+        merged = self.add(received)
+        if same_state(merged, received) or before is None:
+            return None
+        ours = [part for part in (merged.get("acknowledged"), merged.get("shelve"))
+                if part and part.get("station") == self.station and part not in (received.get("acknowledged"), received.get("shelve"))]
+        if not ours:
+            return None
+        repaired = dict(merged)
+        repaired.update(record_id=uuid.uuid4().hex, station=self.station, written_at=format_epoch(now))
+        return repaired
+
+
+def validate_ack_value(value: Any) -> str | None:
+    """Why a decoded record cannot be applied, or None when it can."""
+    if not isinstance(value, Mapping):
+        return "not a JSON object"
+    if not isinstance(value.get("alarm_id"), str) or not value["alarm_id"]:
+        return "no alarm_id"
+    for key in ("acknowledged", "shelve"):
+        part = value.get(key)
+        if part is not None and (not isinstance(part, Mapping) or not isinstance(part.get("at"), str)):
+            return f"{key} must be an object with an 'at' time"
+    shelve = value.get("shelve")
+    if shelve and shelve.get("state") not in (wire.SHELVED, wire.UNSHELVED):
+        return "shelve.state must be 'shelved' or 'unshelved'"
+    return None
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id TEXT NOT NULL UNIQUE,
+    alarm_id TEXT NOT NULL,
+    value BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    delivered_at REAL,
+    topic TEXT,
+    partition INTEGER,
+    offset INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered_at, id);
+"""
+
+
+class AckOutbox:
+    """Our own ack records: stored locally first, then delivered to Kafka exactly as stored.
+
+    `submit` is cheap and safe from any thread (one SQLite insert). `pump` (called by the
+    thread that owns Kafka I/O, never the GUI) produces what is pending and serves delivery
+    reports; `run` loops on it until `stop`. Client properties pass through to librdkafka.
+    """
+
+    def __init__(self, path: str | Path, bootstrap_servers: str, topic_prefix: str = "",
+                 properties: Mapping[str, Any] | None = None,
+                 on_error: Callable[[str], None] | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.topic = wire.topic_name(wire.ALARM_ACKS, topic_prefix)
+        self.bootstrap_servers = bootstrap_servers
+        self.properties = dict(properties or {})
+        self.on_error = on_error or (lambda message: None)
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._producer: Any = None
+        self._in_flight: set[str] = set()
+        self._stop = threading.Event()
+
+    # -- any thread
+
+    def submit(self, value: Mapping[str, Any]) -> str:
+        """Store a record for delivery (durable when this returns); its record_id."""
+        problem = validate_ack_value(value)
+        if problem:
+            raise ValueError(f"not an alarm ack record: {problem}")
+        record_id = str(value.get("record_id") or uuid.uuid4().hex)
+        value = dict(value, record_id=record_id)
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO outbox (record_id, alarm_id, value, created_at) VALUES (?, ?, ?, ?)",
+                             (record_id, value["alarm_id"], wire.encode(value), time.time()))
+        return record_id
+
+    def pending(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT value FROM outbox WHERE delivered_at IS NULL ORDER BY id").fetchall()
+        return [wire.decode(row[0]) for row in rows]
+
+    def delivered(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT record_id, alarm_id, topic, partition, offset, delivered_at FROM outbox "
+                                    "WHERE delivered_at IS NOT NULL ORDER BY id").fetchall()
+        return [dict(zip(("record_id", "alarm_id", "topic", "partition", "offset", "delivered_at"), row)) for row in rows]
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- the Kafka thread
+
+    def _client(self) -> Any:
+        if self._producer is None:
+            from confluent_kafka import Producer
+
+            config = {
+                "bootstrap.servers": self.bootstrap_servers,
+                "enable.idempotence": True,
+                "acks": "all",
+                # Keep retrying while the broker is away: the outbox, not a timeout, decides
+                # when a record is given up on (never).
+                "message.timeout.ms": 0,
+                "linger.ms": 5,
+                "error_cb": self._on_kafka_error,
+            }
+            config.update(self.properties)
+            self._producer = Producer(config)
+        return self._producer
+
+    def _on_kafka_error(self, error: Any) -> None:
+        self.last_error = str(error)
+        self.on_error(self.last_error)
+
+    def _on_delivered(self, record_id: str) -> Callable[[Any, Any], None]:
+        def report(error: Any, message: Any) -> None:
+            self._in_flight.discard(record_id)
+            if error is not None:
+                # Left pending in the outbox: the next pump sends it again.
+                self.last_error = f"ack record {record_id} not delivered: {error}"
+                self.on_error(self.last_error)
+                return
+            with self._lock:
+                self._db.execute("UPDATE outbox SET delivered_at = ?, topic = ?, partition = ?, offset = ? WHERE record_id = ?",
+                                 (time.time(), message.topic(), message.partition(), message.offset(), record_id))
+
+        return report
+
+    def pump(self, timeout: float = 0.1) -> int:
+        """Send pending records not yet in flight and serve delivery reports; how many are pending."""
+        producer = self._client()
+        with self._lock:
+            rows = self._db.execute("SELECT record_id, alarm_id, value FROM outbox WHERE delivered_at IS NULL ORDER BY id").fetchall()
+        for record_id, alarm_id, value in rows:
+            if record_id in self._in_flight:
+                continue
+            while True:
+                try:
+                    producer.produce(self.topic, key=wire.alarm_ack_key(alarm_id), value=bytes(value),
+                                     on_delivery=self._on_delivered(record_id))
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+            self._in_flight.add(record_id)
+        producer.poll(timeout)
+        return len(rows)
+
+    def run(self, interval: float = 0.2) -> None:
+        while not self._stop.is_set():
+            self.pump(interval)
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """Deliver what is pending within `timeout`; how many records are still pending."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = self.pump(0.05)
+            if not pending or time.monotonic() > deadline:
+                return len([r for r in self.pending()])
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush what can be flushed; the rest stays in the outbox for the next start."""
+        try:
+            if self._producer is not None:
+                self._producer.flush(timeout)
+                self._producer.poll(0)
+        finally:
+            self._producer = None
+            with self._lock:
+                self._db.close()
+
+    def __enter__(self) -> "AckOutbox":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def read_ack_records(consumer_messages: Iterable[Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Decoded, checked ack records from Kafka messages, and an error naming each bad one."""
+    records, errors = [], []
+    for message in consumer_messages:
+        if message.value() is None:
+            continue  # a tombstone: the alarm's shared state was deleted
+        try:
+            value = wire.decode(message.value())
+        except ValueError as exc:
+            errors.append(f"{message.topic()} partition {message.partition()} offset {message.offset()}: not JSON ({exc})")
+            continue
+        problem = validate_ack_value(value)
+        if problem:
+            errors.append(f"{message.topic()} partition {message.partition()} offset {message.offset()}: {problem}")
+            continue
+        records.append(value)
+    return records, errors
