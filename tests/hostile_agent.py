@@ -6,7 +6,8 @@ sample with interval as a multipart stream, which it frames itself from upstream
 applies one `mode`:
 
 - `probe_huge`: the probe answer is `size` bytes (the real device model, then an XML comment),
-  streamed in chunks, so the test process never holds it.
+  streamed in chunks, so the test process never holds it; with `chunked=True` it is sent with
+  chunked transfer encoding and no Content-Length, so its size shows only while it is read.
 - `probe_gzip_bomb`: the probe is gzip-encoded and inflates to `size` bytes.
 - `probe_trickle`: the probe's status and headers come at once, then one byte every `every_s`.
 - `stream_trickle`: the stream's first part is whole, then one byte every `every_s`.
@@ -99,7 +100,7 @@ class HostileAgent(ThreadingHTTPServer):
 
     def gzip_bomb(self) -> bytes:
         if self._bomb is None:
-            compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # fast; still ~230:1
             document = self.fetch("probe")
             head, _, tail = document.rpartition(b"</MTConnectDevices>")
             parts = [compressor.compress(head), compressor.compress(b"<!--")]
@@ -160,16 +161,23 @@ class _Handler(BaseHTTPRequestHandler):
             head, _, tail = document.rpartition(b"</MTConnectDevices>")
             closing = b"-->" + b"</MTConnectDevices>" + tail
             padding = server.options["size"] - len(head) - len(closing) - 4
+            chunked = server.options.get("chunked", False)
+            write = self._chunk if chunked else self.wfile.write
             self.send_response(200)
             self.send_header("Content-Type", "text/xml")
-            self.send_header("Content-Length", str(len(head) + 4 + padding + len(closing)))
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(len(head) + 4 + padding + len(closing)))
             self.end_headers()
-            self.wfile.write(head + b"<!--")
+            write(head + b"<!--")
             block = b"x" * (1 << 20)
             while padding > 0 and not server._stopping.is_set():
-                self.wfile.write(block[:padding])
+                write(block[:padding])
                 padding -= len(block)
-            self.wfile.write(closing)
+            write(closing)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
             return
         if mode == "probe_gzip_bomb":
             return self._send(200, server.gzip_bomb(), Content_Encoding="gzip")

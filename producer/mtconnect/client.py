@@ -180,6 +180,13 @@ class AgentClient:
             return f"{url}: no complete answer within {self._request_s:g} s (the agent is too slow or stalled)"
         if guard.aborted:
             return f"{url}: interrupted (shutting down)"
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return f"{url}: ConnectTimeout: no connection within {self.timeout[0]:g} s"
+        if isinstance(exc, requests.exceptions.ReadTimeout):
+            return f"{url}: ReadTimeout: the agent sent nothing for {self._request_s:g} s"
+        reason = _os_error(exc)
+        if reason is not None:
+            return f"{url}: {type(exc).__name__}: {reason}"
         return f"{url}: {type(exc).__name__}: {exc}"
 
     def _body(self, response: requests.Response, guard: http.RequestGuard) -> bytes:
@@ -353,6 +360,24 @@ def _caught_up(page: StreamsDocument, count: int) -> bool:
     if header.next_sequence is not None and header.last_sequence is not None:
         return header.next_sequence > header.last_sequence
     return len(page.observations) < count
+
+
+def _os_error(exc: BaseException) -> str | None:
+    """The operating system's words behind a connection failure (`Connection refused`), if any."""
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        if type(current).__name__ == "NameResolutionError":
+            return "the agent's host name could not be resolved"
+        pending.extend(current.args)
+        pending.extend((current.__cause__, current.__context__, getattr(current, "reason", None)))
+    return None
 
 
 def _certificate_error(exc: BaseException) -> str | None:

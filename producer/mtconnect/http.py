@@ -222,12 +222,23 @@ def decompressor(content_encoding: str):
     raise UnsupportedEncoding(f"unsupported Content-Encoding {content_encoding!r}")
 
 
+INFLATE_STEP = 1 << 20
+
+
 def inflate_bounded(decoder, data: bytes, room: int) -> bytes:
     """Decompress `data`, producing at most `room + 1` bytes (one more than allowed tells "too big")."""
-    out = decoder.decompress(data, room + 1)
-    while decoder.unconsumed_tail and len(out) <= room:
-        out += decoder.decompress(decoder.unconsumed_tail, room + 1 - len(out))
-    return out
+    out = bytearray()
+    inflate_into(decoder, data, out, room)
+    return bytes(out)
+
+
+def inflate_into(decoder, data: bytes, out: bytearray, room: int) -> None:
+    """Append the decompression of `data` to `out` in steps of at most 1 MB, stopping once more
+    than `room` bytes were added: memory never holds more than the limit plus one step."""
+    start = len(out)
+    out += decoder.decompress(data, min(room + 1, INFLATE_STEP))
+    while decoder.unconsumed_tail and len(out) - start <= room:
+        out += decoder.decompress(decoder.unconsumed_tail, min(room + 1 - (len(out) - start), INFLATE_STEP))
 
 
 def read_body(response: requests.Response, limit: int) -> bytes:
@@ -239,8 +250,9 @@ def read_body(response: requests.Response, limit: int) -> bytes:
     body = bytearray()
     for chunk in response.raw.stream(CHUNK_BYTES, decode_content=False):
         if decoder is not None:
-            chunk = inflate_bounded(decoder, chunk, limit - len(body))
-        body += chunk
+            inflate_into(decoder, chunk, body, limit - len(body))
+        else:
+            body += chunk
         if len(body) > limit:
             what = "decompresses to" if decoder is not None else "is"
             raise BodyTooLarge(f"the response {what} more than the {limit} byte limit")
