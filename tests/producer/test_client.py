@@ -199,10 +199,8 @@ def test_polling_fallback_yields_every_observation_once_and_follows_new_data(
     follower.wait_for(lambda: len(follower.sequences()) >= at_start + 300, "new observations after catching up")
     assert follower.error is None
 
-    started = time.monotonic()
     client.abort_stream()
-    assert follower.wait_ended(2.0) < 1.0
-    assert time.monotonic() - started < 1.0
+    assert follower.wait_ended(10.0) < 5.0  # promptly: well before a heartbeat or poll interval
     assert follower.error is None, f"abort_stream() must end the iterator cleanly, got {follower.error!r}"
 
     parts = follower.snapshot()
@@ -236,7 +234,7 @@ def test_polling_heartbeats_then_ends_when_the_agent_restarts(
     assert follower.heartbeats() <= 20
 
     new_instance = agent.restart()
-    assert follower.wait_ended(2.0) < 1.5
+    assert follower.wait_ended(10.0) < 5.0
     assert follower.error is None, f"a restart must end the iterator like a closed stream, got {follower.error!r}"
     assert all(part.header.instance_id == old_instance for part in follower.snapshot())
 
@@ -276,7 +274,7 @@ def test_abort_ends_a_polling_loop_waiting_between_polls(quiet_no_stream_agent: 
     follower.wait_for(lambda: len(follower.snapshot()) >= 1, "the first (plain) document")
     time.sleep(0.2)
     client.abort_stream()
-    assert follower.wait_ended(2.0) < 1.0
+    assert follower.wait_ended(10.0) < 5.0  # promptly: well before a heartbeat or poll interval
     assert follower.error is None
 
 
@@ -298,7 +296,7 @@ def test_https_agent_with_its_ca_probes_and_streams(https_agent: ReplayAgent, tl
     assert parts[-1].is_heartbeat and parts[-1].header.next_sequence == last + 1
     # A multipart read over TLS is unblocked promptly too.
     client.abort_stream()
-    assert follower.wait_ended(2.0) < 1.0
+    assert follower.wait_ended(10.0) < 5.0  # promptly: well before a heartbeat or poll interval
     assert follower.error is None
 
 
@@ -362,7 +360,7 @@ def test_stream_ends_cleanly_when_the_agent_closes_it(quiet_agent: ReplayAgent, 
 
     # A restart drops the agent's open streams, as a real agent closing them does.
     new_instance = agent.restart()
-    assert follower.wait_ended(2.0) < 1.0
+    assert follower.wait_ended(10.0) < 5.0  # promptly: well before a heartbeat or poll interval
     assert follower.error is None, f"a closed stream must end the iterator cleanly, got {follower.error!r}"
 
     # Reconnecting from the cursor works at once; the new instance shows in the first part.

@@ -142,7 +142,8 @@ def test_billion_laughs_is_refused_quickly(recorded_data):
     started = time.perf_counter()
     with pytest.raises(DocumentError) as raised:
         parse_streams(payload, "http://bomb")
-    assert time.perf_counter() - started < 2
+    # Refused outright, never expanded (expanding it would take minutes and gigabytes).
+    assert time.perf_counter() - started < 10
     assert "http://bomb/sample" in str(raised.value)
 
 
