@@ -6,15 +6,17 @@ transaction is neither waited for nor seen; under `read_uncommitted` the high wa
 stops there. So a read finishes as soon as the data that existed when it began is in, a
 loaded machine only makes it slower, and what it returns does not depend on how long a test
 waits. `read_until` repeats such bounded reads until a condition holds, for tests that wait
-for the product to write something.
+for the product to write something; `read_offsets` reads one partition between two offsets
+the test took from the broker.
 """
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any, Callable
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from producer import wire
 from producer.topics import read_to_end
@@ -78,3 +80,34 @@ def read_until(bootstrap: str, topic: str, condition: Callable[[list], bool], ti
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} ({last})")
         time.sleep(step)
+
+
+def read_offsets(bootstrap: str, topic: str, partition: int, start: int, end: int,
+                 isolation: str = "read_uncommitted", timeout: float = 120.0) -> list:
+    """The messages of one partition from offset `start` up to (not including) `end`, which the
+    caller took from the broker (e.g. a high watermark): the read stops there, or at the end of
+    the partition, whichever comes first. Control records (transaction markers) are never returned."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "logger": KAFKA_LOG, "group.id": f"tests-range-{uuid.uuid4().hex}",
+        "enable.auto.commit": False, "isolation.level": isolation, "enable.partition.eof": True,
+    })
+    messages = []
+    deadline = time.monotonic() + timeout
+    try:
+        consumer.assign([TopicPartition(topic, partition, start)])
+        while True:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"reading {topic}[{partition}] offsets {start}..{end - 1} did not finish "
+                                     f"within {timeout:.0f} s ({len(messages)} read)")
+            for message in consumer.consume(num_messages=10000, timeout=0.2):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        return messages
+                    raise KafkaException(error)
+                if message.offset() < end:
+                    messages.append(message)
+                if message.offset() >= end - 1:
+                    return messages
+    finally:
+        consumer.close()
