@@ -109,9 +109,6 @@ class Watermarks:
                 ranges[(tp.topic, tp.partition)] = (last_stable, high)
         return ranges
 
-    def open_records(self) -> int:
-        return sum(high - low for low, high in self.open_ranges().values())
-
     def close(self) -> None:
         self._committed.close()
         self._uncommitted.close()
