@@ -4,16 +4,19 @@
 What a plant relies on after a crash, an agent restart, a long pause or a broker outage:
 every observation the agent served is in Kafka exactly once (read with
 `isolation.level=read_committed`), and whatever could not be read is recorded as an exact gap.
-Every check reads the topics to their end (partition EOF at the last stable offset), never
-"until nothing arrived for a while".
+The expected sequences come from the agent (its `firstSequence`/`nextSequence`, read while
+its release of new observations is held), never from what reached Kafka. Every check reads
+the topics up to the end offsets taken when the read starts (`kafka_readers`), never "until
+nothing arrived for a while".
 """
 from __future__ import annotations
 
 import collections
-import logging
+import contextlib
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,17 +29,14 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from kafka_readers import KAFKA_LOG, latest_checkpoint, read_offsets, read_topic
 from producer import wire
 from producer.broker import LocalBroker
 from producer.replay import ReplayAgent
-from producer.service import read_to_end as service_read_to_end
 
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# librdkafka's lines of the test's own clients (connection refused while the broker is down...)
-# go through logging, which pytest shows for a failing test, instead of flooding stderr.
-KAFKA_LOG = logging.getLogger("tests.faults.kafka")
 
 
 # --------------------------------------------------------------------------- Kafka helpers
@@ -86,28 +86,28 @@ def _partitions(consumer: Consumer, topic: str) -> list[int]:
     return sorted(topic_metadata.partitions)
 
 
-def read_to_end(bootstrap: str, topic: str, isolation: str = "read_committed", timeout: float = 120.0) -> list:
-    """Every message of `topic` from the beginning up to partition EOF on every partition
-    (with read_committed that is the last stable offset), with the producer's own reader."""
-    return list(service_read_to_end({"bootstrap.servers": bootstrap, "logger": KAFKA_LOG}, topic, timeout, isolation))
-
-
 class Watermarks:
     """Per-partition high watermark (read_uncommitted) against last stable offset (read_committed):
-    records past the LSO belong to a transaction that is still open."""
+    the records from the LSO up to the high watermark belong to a transaction that is still open
+    (one producer writes these topics, and it has one transaction at a time)."""
 
     def __init__(self, bootstrap: str, topics: list[str]):
         self._committed = _consumer(bootstrap, "read_committed")
         self._uncommitted = _consumer(bootstrap, "read_uncommitted")
         self._partitions = [TopicPartition(t, p) for t in topics for p in _partitions(self._committed, t)]
 
-    def open_records(self) -> int:
-        total = 0
+    def open_ranges(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """(topic, partition) -> [last stable offset, high watermark) where that range is not empty.
+
+        The high watermark is asked first: records appended between the two answers then make
+        the range smaller, never make a committed record look open."""
+        ranges = {}
         for tp in self._partitions:
-            _, last_stable = self._committed.get_watermark_offsets(tp, timeout=10, cached=False)
             _, high = self._uncommitted.get_watermark_offsets(tp, timeout=10, cached=False)
-            total += high - last_stable
-        return total
+            _, last_stable = self._committed.get_watermark_offsets(tp, timeout=10, cached=False)
+            if high > last_stable:
+                ranges[(tp.topic, tp.partition)] = (last_stable, high)
+        return ranges
 
     def close(self) -> None:
         self._committed.close()
@@ -277,6 +277,34 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, step: f
         time.sleep(step)
 
 
+def hold_release(agent: ReplayAgent, timeout: float = 60.0) -> None:
+    """Stop the agent releasing new observations, for good: from here on its buffer, and with it
+    `firstSequence` and `nextSequence`, stays as it is while it goes on serving requests.
+
+    The player checks `limit` before each release, so a limit of 0 ends it after at most the
+    batch in hand; `playing` turns False once it has ended."""
+    agent.limit = 0
+    wait_until(lambda: not agent.playing, timeout, "the replay agent to stop releasing observations")
+
+
+@contextlib.contextmanager
+def holding_ports(*ports: int):
+    """The ports stay bound by this test (without listening, so a connection is refused, as it is
+    by a stopped broker) for the `with` block: no other process can take them meanwhile."""
+    held = []
+    try:
+        for port in ports:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            # The stopped broker's closed connections linger in TIME_WAIT on its port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+            held.append(sock)
+        yield
+    finally:
+        for sock in held:
+            sock.close()
+
+
 # --------------------------------------------------------------------------- analysis
 
 
@@ -291,17 +319,22 @@ class Delivered:
     key: bytes
 
 
-def load_observations(bootstrap: str, prefix: str) -> list[Delivered]:
+def as_delivered(messages: Iterable) -> list[Delivered]:
     delivered = []
-    for message in read_to_end(bootstrap, wire.topic_name(wire.OBSERVATIONS, prefix)):
+    for message in messages:
         value = wire.decode(message.value())
         delivered.append(Delivered(message.partition(), message.offset(), value["agent"], int(value["instance_id"]),
                                    int(value["sequence"]), value["device_uuid"], message.key()))
     return delivered
 
 
+def load_observations(bootstrap: str, prefix: str) -> list[Delivered]:
+    """What a read_committed consumer sees of the observations topic, up to its end offsets."""
+    return as_delivered(read_topic(bootstrap, wire.topic_name(wire.OBSERVATIONS, prefix)))
+
+
 def load_gaps(bootstrap: str, prefix: str) -> list[dict]:
-    return [wire.decode(m.value()) for m in read_to_end(bootstrap, wire.topic_name(wire.GAPS, prefix))]
+    return [wire.decode(m.value()) for m in read_topic(bootstrap, wire.topic_name(wire.GAPS, prefix))]
 
 
 def ranges(numbers: Iterable[int], limit: int = 12) -> str:
@@ -387,40 +420,63 @@ def order_problems(delivered: Iterable[Delivered]) -> list[str]:
     return problems[:20]
 
 
-def max_committed_sequence(bootstrap: str, prefix: str) -> int:
-    return max((d.sequence for d in load_observations(bootstrap, prefix)), default=0)
-
-
-def latest_checkpoint(bootstrap: str, prefix: str, agent_url: str) -> dict | None:
-    """The agent's last committed checkpoint, read to the end of the topic."""
-    latest = None
-    for message in read_to_end(bootstrap, wire.topic_name(wire.CHECKPOINTS, prefix)):
-        if message.key() == wire.agent_key(agent_url):
-            latest = wire.decode(message.value())
-    return latest
-
-
 # --------------------------------------------------------------------------- (a) kill -9
 
-# The producer catches up at tens of thousands of observations per second (10,000 per
-# transaction), so the replay is sized for ten kills that all land mid-stream.
-KILL_REPLAY_LIMIT = 600_000
-KILLS = 10
-KILL_DELAY_S = (0.05, 0.6)  # after each incarnation's first committed batch
+# The producer catches up at tens of thousands of observations per second, 10,000 per
+# transaction. Each incarnation is killed by how far it got, not by how long it ran: at a random
+# point within its first KILL_SPREAD observations plus up to KILL_JITTER_S, or at its first
+# open transaction after its first commit. So each advances at most ~30,000 however fast the
+# machine is, and the replay is sized for every kill to land mid-stream.
+KILL_REPLAY_LIMIT = 250_000
+KILLS = 6
+KILL_SPREAD = 20_000
+KILL_JITTER_S = 0.1
+
+
+def kill_in_open_transaction(watermarks: Watermarks, producer: ProducerCLI, timeout: float = 60.0) -> int:
+    """SIGKILL the producer while records of its transaction are in the log but not committed.
+
+    A transaction's records reach the broker only for the last moments before its commit, so
+    the producer is first frozen (SIGSTOP) the moment they show past the LSO; if they are still
+    uncommitted once it stands still, it is killed as it stands (no instruction runs between the
+    freeze and the kill, so this is a kill at the moment of the freeze), otherwise it is thawed
+    and the next transaction is tried. Returns the number of tries."""
+    deadline = time.monotonic() + timeout
+    tries = 0
+    while True:
+        if producer.process.poll() is not None:
+            raise AssertionError(f"the producer exited (code {producer.process.returncode}) before an open "
+                                 f"transaction could be caught\n{producer.tail()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no open transaction caught within {timeout:.0f} s ({tries} tries)\n"
+                                 f"{producer.tail()}")
+        if not watermarks.open_ranges():
+            continue
+        tries += 1
+        producer.process.send_signal(signal.SIGSTOP)
+        if watermarks.open_ranges():
+            producer.kill()
+            return tries
+        producer.process.send_signal(signal.SIGCONT)
 
 
 def test_kill9_at_random_moments_loses_and_doubles_nothing(kafka_broker, topic_prefix, replay_agents, producer_cli):
+    """SIGKILL while catching up, at random moments and, every other time, the moment records of
+    an open transaction are in the log. At least one kill must leave an open transaction behind
+    that is then aborted; its records must stay in the log (read_uncommitted sees them) and be
+    invisible to read_committed (each transaction all or nothing), and every observation must
+    end up in Kafka exactly once."""
     bootstrap = kafka_broker.bootstrap
     rng = random.Random(20240611)
-    agent = replay_agents(speed="max", limit=KILL_REPLAY_LIMIT, buffer_size=KILL_REPLAY_LIMIT + 100_000)
-    wait_until(lambda: not agent.playing, 60, "the replay agent to release its records")
+    agent = replay_agents(speed="max", limit=KILL_REPLAY_LIMIT, buffer_size=KILL_REPLAY_LIMIT + 50_000)
+    wait_until(lambda: not agent.playing, 120, "the replay agent to release its records")
     end = agent.next_sequence
     assert agent.first_sequence == 1 and end > KILL_REPLAY_LIMIT, "the agent's buffer must hold every observation"
     create_topics(bootstrap, topic_prefix)
     seed_checkpoint(bootstrap, topic_prefix, agent, 1)
     observations_topic = wire.topic_name(wire.OBSERVATIONS, topic_prefix)
     watcher = CheckpointWatcher(bootstrap, topic_prefix, agent.url, producer_cli)
-    watermarks = Watermarks(bootstrap, [observations_topic, wire.topic_name(wire.CHECKPOINTS, topic_prefix)])
+    watermarks = Watermarks(bootstrap, [observations_topic])
     kills: list[dict] = []
     started = time.monotonic()
     try:
@@ -430,15 +486,24 @@ def test_kill9_at_random_moments_loses_and_doubles_nothing(kafka_broker, topic_p
                                   f"raise KILL_REPLAY_LIMIT so every kill lands mid-stream")
             launched = time.monotonic()
             producer_cli.start(agent.url, bootstrap, topic_prefix)
-            watcher.wait_for(lambda cp: cp["next_sequence"] > before, 60, f"producer #{number} to commit a batch")
+            watcher.wait_for(lambda cp: cp["next_sequence"] > before, 120, f"producer #{number} to commit a batch")
             publishing = time.monotonic()
-            delay = rng.uniform(*KILL_DELAY_S)
-            time.sleep(delay)  # the random moment of the crash
-            producer_cli.kill()
-            open_records = watermarks.open_records()  # the dead producer's transaction is still open
+            if number % 2 == 0:
+                tries = kill_in_open_transaction(watermarks, producer_cli)
+                moment = f"in an open transaction (caught at try {tries})"
+            else:
+                target, delay = before + rng.randint(1, KILL_SPREAD), rng.uniform(0, KILL_JITTER_S)
+                moment = f"{delay:.2f} s after its checkpoint passed {target}"
+                watcher.wait_for(lambda cp: cp["next_sequence"] >= target, 120,
+                                 f"producer #{number} to commit up to {target}")
+                time.sleep(delay)  # the random moment of the crash
+                producer_cli.kill()
+            # The dead producer's transaction stays open until the next one's init_transactions
+            # aborts it: whatever lies past the LSO now is that transaction's records.
+            open_ranges = watermarks.open_ranges()
             after = latest_checkpoint(bootstrap, topic_prefix, agent.url)["next_sequence"]
-            kills.append({"number": number, "delay_s": round(delay, 2), "startup_s": round(publishing - launched, 2),
-                          "from": before, "to": after, "open_records": open_records})
+            kills.append({"number": number, "moment": moment, "startup_s": round(publishing - launched, 2),
+                          "from": before, "to": after, "open_ranges": open_ranges})
             before = after
         producer_cli.start(agent.url, bootstrap, topic_prefix)
         final = watcher.wait_for(lambda cp: cp["instance_id"] == agent.instance_id and cp["next_sequence"] >= end,
@@ -449,19 +514,46 @@ def test_kill9_at_random_moments_loses_and_doubles_nothing(kafka_broker, topic_p
         watermarks.close()
     elapsed = time.monotonic() - started
 
-    delivered = load_observations(bootstrap, topic_prefix)
-    uncommitted = len(read_to_end(bootstrap, observations_topic, isolation="read_uncommitted"))
+    committed = read_topic(bootstrap, observations_topic)
+    delivered = as_delivered(committed)
+    committed_offsets = {(m.partition(), m.offset()) for m in committed}
     gaps = load_gaps(bootstrap, topic_prefix)
-    mid_transaction = [k for k in kills if k["open_records"] > 0]
-    summary = (f"{len(kills)} SIGKILLs in {elapsed:.1f} s, {len(mid_transaction)} of them mid-transaction "
-               f"(records past the last stable offset right after the kill); {uncommitted - len(delivered)} "
-               f"observation records of aborted transactions in the log\n"
-               + "\n".join(f"  kill #{k['number']}: {k['delay_s']} s after its first commit (startup {k['startup_s']} s), "
-                           f"checkpoint {k['from']} -> {k['to']}, open records {k['open_records']}" for k in kills))
+    committed_sequences = collections.Counter(d.sequence for d in delivered)
+    for kill in kills:
+        offsets: set[tuple[int, int]] = set()
+        in_log: dict[tuple[int, int], dict] = {}
+        for (topic, partition), (low, high) in kill["open_ranges"].items():
+            offsets.update((partition, offset) for offset in range(low, high))
+            # What a read_uncommitted consumer sees of the range that was open right after the kill.
+            in_log.update({(partition, m.offset()): wire.decode(m.value())
+                           for m in read_offsets(bootstrap, topic, partition, low, high, "read_uncommitted")})
+        kill["open_records"] = len(offsets)
+        kill["in_log"] = len(offsets & in_log.keys())
+        kill["visible"] = len(offsets & committed_offsets)
+        kill["sequences"] = sorted(value["sequence"] for value in in_log.values())
+        kill["foreign"] = [v for v in in_log.values() if (v["agent"], v["instance_id"]) != (agent.url, agent.instance_id)]
+    aborted = [k for k in kills if k["open_records"] and not k["visible"]]
+    summary = (f"{len(kills)} SIGKILLs in {elapsed:.1f} s, {sum(1 for k in kills if k['open_records'])} of them with "
+               f"a transaction open, {len(aborted)} of those aborted ({sum(k['open_records'] for k in aborted)} "
+               f"observation records of aborted transactions in the log)\n"
+               + "\n".join(f"  kill #{k['number']}: {k['moment']} (startup {k['startup_s']} s), checkpoint "
+                           f"{k['from']} -> {k['to']}, open transaction records {k['open_records']} "
+                           f"(in the log {k['in_log']}, visible to read_committed {k['visible']})" for k in kills))
     print(summary)
 
     problems = exactly_once_problems(delivered, agent.url, agent.instance_id, range(1, end))
     assert problems is None, f"{problems}\n{summary}\n{producer_cli.tail()}"
+    assert aborted, f"no kill landed in an open transaction that was then aborted\n{summary}"
+    for kill in kills:
+        assert kill["in_log"] == kill["open_records"] and not kill["foreign"], (
+            f"kill #{kill['number']}: the records of its open transaction are not all in the log as this agent's "
+            f"observations (read_uncommitted)\n{summary}")
+        assert kill["visible"] in (0, kill["open_records"]), (
+            f"kill #{kill['number']}: {kill['visible']} of the {kill['open_records']} records of one transaction "
+            f"are visible to read_committed: a transaction was neither committed nor aborted as a whole\n{summary}")
+        if kill in aborted:
+            assert all(committed_sequences[s] == 1 for s in kill["sequences"]), (
+                f"kill #{kill['number']}: the aborted observations were not published again exactly once\n{summary}")
     order = order_problems(delivered)
     assert not order, "\n".join(order)
     assert final["next_sequence"] == end, f"checkpoint ran past the agent: {final} vs next_sequence {end}"
@@ -472,22 +564,37 @@ def test_kill9_at_random_moments_loses_and_doubles_nothing(kafka_broker, topic_p
 
 # --------------------------------------------------------------------------- (b) agent restart
 
+# Records each instance releases before its player stops (~7 s at speed 200, so the producer
+# follows part of it live): its buffer then holds everything, so the agent's own nextSequence
+# says exactly what the producer must have delivered.
+RESTART_LIMIT = 10_000
+
 
 def test_agent_restart_mid_stream_keeps_both_instances(kafka_broker, topic_prefix, replay_agents, producer_cli):
+    """The agent restarts (new instanceId, sequence 1) under a producer that follows it. The old
+    instance must be in Kafka exactly up to the agent's own last sequence, one AGENT_RESTART gap
+    must start right after it, and the new instance must follow from 1, exactly once."""
     bootstrap = kafka_broker.bootstrap
-    agent = replay_agents(speed=200, start_time="20:29:45")
+    agent = replay_agents(speed=200, start_time="20:29:45", limit=RESTART_LIMIT)
     create_topics(bootstrap, topic_prefix)
     seed_checkpoint(bootstrap, topic_prefix, agent, 1)
     old_instance = agent.instance_id
     watcher = CheckpointWatcher(bootstrap, topic_prefix, agent.url, producer_cli)
     try:
         producer_cli.start(agent.url, bootstrap, topic_prefix)
-        watcher.wait_for(lambda cp: cp["instance_id"] == old_instance and cp["next_sequence"] > 3000, 60,
-                         "3000 observations of the first instance")
+        watcher.wait_for(lambda cp: cp["instance_id"] == old_instance and cp["next_sequence"] > 1, 120,
+                         "the producer to follow the first instance")
+        wait_until(lambda: not agent.playing, 120, "the first instance to release its records")
+        old_last = agent.next_sequence - 1  # the agent's own last sequence; nothing follows it
+        watcher.wait_for(lambda cp: cp["instance_id"] == old_instance and cp["next_sequence"] == old_last + 1, 120,
+                         f"the producer to commit the first instance up to the agent's last sequence {old_last}")
         new_instance = agent.restart()
         assert new_instance != old_instance
-        final = watcher.wait_for(lambda cp: cp["instance_id"] == new_instance and cp["next_sequence"] > 2000, 60,
-                                 f"2000 observations of the restarted agent (instance {new_instance})")
+        wait_until(lambda: not agent.playing, 120, "the restarted agent to release its records")
+        new_end = agent.next_sequence
+        assert agent.first_sequence == 1, "the restarted agent's buffer must hold every observation"
+        watcher.wait_for(lambda cp: cp["instance_id"] == new_instance and cp["next_sequence"] == new_end, 120,
+                         f"the producer to commit the restarted agent (instance {new_instance}) up to {new_end}")
         code = producer_cli.terminate()
         final = latest_checkpoint(bootstrap, topic_prefix, agent.url)
     finally:
@@ -497,39 +604,22 @@ def test_agent_restart_mid_stream_keeps_both_instances(kafka_broker, topic_prefi
     gaps = load_gaps(bootstrap, topic_prefix)
     by_instance: dict[int, list[int]] = collections.defaultdict(list)
     for d in delivered:
-        assert d.agent == agent.url, d
         by_instance[d.instance_id].append(d.sequence)
-    context = (f"instances {old_instance} -> {new_instance}; delivered per instance "
-               f"{ {i: len(s) for i, s in by_instance.items()} }; gaps {gaps}; final checkpoint {final}\n"
-               f"{producer_cli.tail()}")
+    context = (f"instances {old_instance} (agent's last sequence {old_last}) -> {new_instance} (nextSequence "
+               f"{new_end}); delivered per instance { {i: (len(s), ranges(s, 4)) for i, s in by_instance.items()} }; "
+               f"gaps {gaps}; final checkpoint {final}\n{producer_cli.tail()}")
+    assert {d.agent for d in delivered} == {agent.url}, context
     assert set(by_instance) == {old_instance, new_instance}, context
-
-    # The old instance: everything from the seeded checkpoint up to where the producer was, once each.
-    old = by_instance[old_instance]
-    old_end = max(old) + 1
     problems = exactly_once_problems([d for d in delivered if d.instance_id == old_instance], agent.url, old_instance,
-                                     range(1, old_end))
-    assert problems is None, f"old instance: {problems}\n{context}"
-    restart_gaps = [g for g in gaps if g["reason"] == "AGENT_RESTART"]
-    assert restart_gaps == [wire.gap_value(agent.url, old_instance, old_end, None, "AGENT_RESTART")], (
-        f"expected one AGENT_RESTART gap for instance {old_instance} from its first unread sequence {old_end}\n{context}")
-
-    # The new instance: from 1 (or from its firstSequence, with an exact gap before it) to the final checkpoint.
-    assert final["instance_id"] == new_instance, context
-    new_gaps = [g for g in gaps if g["instance_id"] == new_instance]
-    assert all(g["reason"] == "OUT_OF_RANGE" for g in new_gaps), context
-    assert [g for g in gaps if g not in restart_gaps and g not in new_gaps] == [], f"unexpected gaps\n{context}"
-    lost = [s for g in new_gaps for s in range(g["first_missing"], g["last_missing"] + 1)]
-    assert len(lost) == len(set(lost)), f"overlapping gaps for instance {new_instance}\n{context}"
-    expected_new = [s for s in range(1, final["next_sequence"]) if s not in set(lost)]
-    assert not set(lost) & set(by_instance[new_instance]), f"a sequence is both delivered and in a gap\n{context}"
+                                     range(1, old_last + 1))
+    assert problems is None, f"old instance, against the agent's last sequence {old_last}: {problems}\n{context}"
+    assert gaps == [wire.gap_value(agent.url, old_instance, old_last + 1, None, "AGENT_RESTART")], (
+        f"expected exactly one AGENT_RESTART gap for instance {old_instance} from {old_last + 1}, just after the "
+        f"agent's last sequence\n{context}")
     problems = exactly_once_problems([d for d in delivered if d.instance_id == new_instance], agent.url, new_instance,
-                                     range(1, final["next_sequence"]))
-    if lost:
-        assert min(by_instance[new_instance]) > 1 and min(lost) == 1, context
-        assert sorted(by_instance[new_instance]) == expected_new, f"new instance: {problems}\n{context}"
-    else:
-        assert problems is None, f"new instance: {problems}\n{context}"
+                                     range(1, new_end))
+    assert problems is None, f"new instance: {problems}\n{context}"
+    assert final == wire.checkpoint_value(agent.url, new_instance, new_end), context
     order = order_problems(delivered)
     assert not order, "\n".join(order)
     assert code == 0, f"the producer exited with {code} on SIGTERM\n{producer_cli.tail()}"
@@ -542,14 +632,16 @@ PAUSE_BUFFER = 500
 
 def test_pause_longer_than_buffer_records_one_exact_gap(kafka_broker, topic_prefix, replay_agents, producer_cli):
     """The producer is away while the agent's buffer turns over more than once; on return it must
-    record exactly the observations it can no longer read as one OUT_OF_RANGE gap.
+    record exactly the observations it can no longer read as one OUT_OF_RANGE gap, from its
+    checkpoint to the agent's `firstSequence - 1`, and deliver everything the agent still holds.
 
-    The pause is "producer stopped (SIGTERM), restarted later", not SIGSTOP: a frozen producer's
-    open multipart stream keeps being written into the TCP socket buffers, and the replay agent only
-    notices that a streaming client fell behind its buffer once its blocked write returns. Loopback
-    buffers absorb hundreds of kilobytes (in a trial, a 23 s SIGSTOP while the agent released 8
-    buffers' worth produced no gap at all), so SIGSTOP cannot provoke OUT_OF_RANGE in a test-sized pause. After a restart the producer
-    asks for `from=<checkpoint>`, which has left the buffer: OUT_OF_RANGE for certain.
+    While the producer is away the agent's release is held once its buffer has moved a full
+    buffer past the checkpoint, so `firstSequence` when the producer comes back is known from the
+    agent, exactly, before the producer asks. The pause is "producer stopped (SIGTERM), restarted
+    later", not SIGSTOP: a frozen producer's open multipart stream keeps being written into the
+    TCP socket buffers, and the replay agent only notices that a streaming client fell behind its
+    buffer once its blocked write returns (see the freeze test below). After a restart the
+    producer asks for `from=<checkpoint>`, which has left the buffer: OUT_OF_RANGE for certain.
     """
     bootstrap = kafka_broker.bootstrap
     agent = replay_agents(speed=30, start_time="12:00:00", buffer_size=PAUSE_BUFFER)  # ~100-200 observations/s
@@ -559,9 +651,9 @@ def test_pause_longer_than_buffer_records_one_exact_gap(kafka_broker, topic_pref
     watcher = CheckpointWatcher(bootstrap, topic_prefix, agent.url, producer_cli)
     try:
         producer_cli.start(agent.url, bootstrap, topic_prefix)
-        watcher.wait_for(lambda cp: True, 60, "the producer's first checkpoint")
+        watcher.wait_for(lambda cp: True, 120, "the producer's first checkpoint")
         stream_start = watcher.history[0]["next_sequence"]
-        watcher.wait_for(lambda cp: cp["next_sequence"] > stream_start + PAUSE_BUFFER, 30,
+        watcher.wait_for(lambda cp: cp["next_sequence"] > stream_start + PAUSE_BUFFER, 120,
                          "the producer to follow the stream for a buffer's worth")
         first_code = producer_cli.terminate()
         paused = latest_checkpoint(bootstrap, topic_prefix, agent.url)
@@ -569,46 +661,43 @@ def test_pause_longer_than_buffer_records_one_exact_gap(kafka_broker, topic_pref
         # Away until the agent's buffer starts a full buffer past the producer's checkpoint.
         wait_until(lambda: agent.first_sequence > paused["next_sequence"] + PAUSE_BUFFER, 120,
                    "the agent's buffer to move a full buffer past the producer's checkpoint")
-        first_at_resume = agent.first_sequence
+        hold_release(agent)
+        first_at_resume, end = agent.first_sequence, agent.next_sequence
         pause_s = time.monotonic() - pause_started
         producer_cli.start(agent.url, bootstrap, topic_prefix)
-        resumed_at = agent.next_sequence
-        watcher.wait_for(lambda cp: cp["next_sequence"] > resumed_at + 200, 60,
-                         "the producer's checkpoint to pass where the agent was when it came back")
-        # A checkpoint can also move by a gap alone: wait (best effort, the checks below decide)
-        # until observations newer than the pause are committed, i.e. it really streams again.
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and max_committed_sequence(bootstrap, topic_prefix) <= resumed_at + 200:
-            time.sleep(0.5)
+        watcher.wait_for(lambda cp: cp["next_sequence"] >= end, 120,
+                         f"the producer's checkpoint to reach the agent's nextSequence {end} after the pause")
         code = producer_cli.terminate()
         final = latest_checkpoint(bootstrap, topic_prefix, agent.url)
     finally:
         watcher.close()
+    assert (agent.first_sequence, agent.next_sequence) == (first_at_resume, end), "the agent released meanwhile"
 
-    outcome = stream_outcome(bootstrap, topic_prefix, stream_start, final["next_sequence"])
-    delivered, gaps, doubled = outcome.delivered, outcome.gaps, outcome.doubled
-    streamed, not_in_kafka = outcome.streamed, outcome.not_in_kafka
-    window = set(range(stream_start, final["next_sequence"]))
-    in_gaps = [s for g in gaps if g["last_missing"] is not None for s in range(g["first_missing"], g["last_missing"] + 1)]
-    after_gaps = [s for s in streamed if not in_gaps or s > max(in_gaps)]
-    context = (f"stream from {stream_start}; producer stopped at checkpoint {paused['next_sequence']} for {pause_s:.1f} s "
-               f"(agent firstSequence {first_at_resume} at restart); final checkpoint {final}\n"
-               f"sequences not in Kafka: {len(not_in_kafka)} = {ranges(not_in_kafka)}\n"
-               f"{len(gaps)} gaps, together {len(in_gaps)} sequences = {ranges(in_gaps)} (equal to what is missing: "
-               f"{set(in_gaps) == not_in_kafka}, overlapping: {len(in_gaps) != len(set(in_gaps))}); "
-               f"{len(after_gaps)} observations delivered after the last gap; first gaps: {gaps[:4]}\n"
-               f"{producer_cli.tail()}")
-    assert {d.instance_id for d in delivered} == {agent.instance_id} and final["instance_id"] == agent.instance_id
-    assert not doubled, f"DOUBLED: {len(doubled)} sequences: {ranges(doubled)}\n{context}"
-    assert not streamed - window, f"delivered beyond the final checkpoint: {ranges(streamed - window)}\n{context}"
-    out_of_range = [g for g in gaps if g["reason"] == "OUT_OF_RANGE"]
-    assert len(out_of_range) == 1 and len(gaps) == 1, f"expected exactly one OUT_OF_RANGE gap, got {len(gaps)}\n{context}"
-    gap = out_of_range[0]
-    assert gap["agent"] == agent.url and gap["instance_id"] == agent.instance_id, context
-    assert gap["first_missing"] == paused["next_sequence"], f"the gap must start at the checkpoint\n{context}"
-    assert not_in_kafka == set(range(gap["first_missing"], gap["last_missing"] + 1)), (
-        f"the gap [{gap['first_missing']}, {gap['last_missing']}] is not exactly what is missing\n{context}")
-    assert gap["last_missing"] - gap["first_missing"] + 1 > PAUSE_BUFFER, context
+    delivered = load_observations(bootstrap, topic_prefix)
+    gaps = load_gaps(bootstrap, topic_prefix)
+    lost = range(paused["next_sequence"], first_at_resume)
+    expected = [s for s in range(stream_start, end) if s not in lost]
+    streamed = [d for d in delivered if d.sequence >= stream_start]
+    context = (f"stream from {stream_start}; producer stopped at checkpoint {paused['next_sequence']} for "
+               f"{pause_s:.1f} s; agent firstSequence {first_at_resume}, nextSequence {end} while it was back; "
+               f"final checkpoint {final}\ndelivered from {stream_start} on: {ranges(d.sequence for d in streamed)}"
+               f"\ngaps: {gaps}\n{producer_cli.tail()}")
+    assert len(lost) > PAUSE_BUFFER, context
+    assert gaps == [wire.gap_value(agent.url, agent.instance_id, paused["next_sequence"], first_at_resume - 1,
+                                   "OUT_OF_RANGE")], (
+        f"expected exactly one OUT_OF_RANGE gap from the checkpoint {paused['next_sequence']} to the agent's "
+        f"firstSequence - 1 = {first_at_resume - 1}\n{context}")
+    counts = collections.Counter((d.agent, d.instance_id, d.sequence) for d in streamed)
+    wanted = collections.Counter((agent.url, agent.instance_id, s) for s in expected)
+    assert counts == wanted, (
+        f"from the stream start on, Kafka must hold exactly {ranges(expected)} once each: missing "
+        f"{ranges(k[2] for k in wanted - counts)}, doubled or unexpected {ranges(k[2] for k in counts - wanted)}"
+        f"\n{context}")
+    snapshot = collections.Counter(d.sequence for d in delivered if d.sequence < stream_start)
+    assert all(n == 1 for n in snapshot.values()), f"the /current snapshot was published twice\n{context}"
+    assert final == wire.checkpoint_value(agent.url, agent.instance_id, end), context
+    order = order_problems(delivered)
+    assert not order, "\n".join(order)
     assert first_code == 0 and code == 0, f"the producer exited with {first_code}, {code} on SIGTERM\n{producer_cli.tail()}"
 
 
@@ -645,21 +734,24 @@ def test_frozen_producer_loses_and_doubles_nothing_it_does_not_record(kafka_brok
     already wrote into the socket (tens of MB with TCP autotuning), and the agent's stream writer
     can also fall behind its own buffer in a burst; whatever the agent could no longer serve comes
     back as OUT_OF_RANGE inside the stream. So the count of gaps is not fixed here (the SIGTERM test
-    above pins exactly one). What must hold in every case: nothing is doubled, the recorded gaps are
-    exactly the sequences missing from Kafka and never overlap, any gap lies after the point where
-    the freeze began, and the producer follows the agent again afterwards."""
+    above pins exactly one), nor where they start: a producer that cannot keep up with this agent
+    on a loaded machine falls behind its 3.5 s buffer before the freeze too, and those gaps are as
+    legitimate. What must hold in every case: nothing is doubled, the recorded gaps are exactly the
+    sequences missing from Kafka and never overlap, the freeze itself cost observations (the agent
+    released more than its buffer and the socket can hold, so a gap must reach past the point
+    where the freeze began), and the producer follows the agent again afterwards."""
     bootstrap = kafka_broker.bootstrap
     agent = replay_agents(speed=FREEZE_SPEED, start_time="19:00:00", buffer_size=FREEZE_BUFFER)
     create_topics(bootstrap, topic_prefix)
     watcher = CheckpointWatcher(bootstrap, topic_prefix, agent.url, producer_cli)
     try:
         process = producer_cli.start(agent.url, bootstrap, topic_prefix)
-        watcher.wait_for(lambda cp: True, 60, "the producer's first checkpoint")
+        watcher.wait_for(lambda cp: True, 120, "the producer's first checkpoint")
         stream_start = watcher.history[0]["next_sequence"]
-        # Frozen only once it is following closely, so the one gap can only come from the freeze.
-        watcher.wait_for(lambda cp: cp["next_sequence"] > stream_start + FREEZE_BUFFER
-                         and cp["next_sequence"] > agent.next_sequence - FREEZE_BUFFER // 3, 60,
-                         "the producer to follow the stream closely")
+        # Frozen once it has followed the stream for a buffer's worth (not "once it follows
+        # closely": on a loaded machine it may never catch up with this agent).
+        watcher.wait_for(lambda cp: cp["next_sequence"] > stream_start + FREEZE_BUFFER, 120,
+                         "the producer to follow the stream for a buffer's worth")
         # Frozen until the agent has released more than its buffer plus everything the socket
         # between them can possibly hold, so the agent's stream must fall behind its buffer.
         released = FREEZE_BUFFER + int(1.2 * socket_backlog_bound_bytes() / bytes_per_observation(agent))
@@ -673,7 +765,7 @@ def test_frozen_producer_loses_and_doubles_nothing_it_does_not_record(kafka_brok
         process.send_signal(signal.SIGCONT)
         producer_cli.note(f"SIGCONT to producer pid {process.pid} after {frozen_s:.1f} s")
         thawed_at = agent.next_sequence
-        watcher.wait_for(lambda cp: cp["next_sequence"] > thawed_at + FREEZE_BUFFER, 60,
+        watcher.wait_for(lambda cp: cp["next_sequence"] > thawed_at + FREEZE_BUFFER, 120,
                          "the producer to follow the stream again after the freeze")
         code = producer_cli.terminate()
         final = latest_checkpoint(bootstrap, topic_prefix, agent.url)
@@ -691,35 +783,41 @@ def test_frozen_producer_loses_and_doubles_nothing_it_does_not_record(kafka_brok
     in_gaps = [s for g in gaps for s in range(g["first_missing"], g["last_missing"] + 1)]
     assert len(in_gaps) == len(set(in_gaps)), f"gaps overlap\n{context}"
     assert not_in_kafka == set(in_gaps), f"the gaps are not exactly what is missing\n{context}"
-    assert all(frozen_at - FREEZE_BUFFER <= g["first_missing"] for g in gaps), f"a gap before the freeze\n{context}"
+    assert any(g["last_missing"] >= frozen_at for g in gaps), f"no gap reaches past the freeze\n{context}"
     assert final["next_sequence"] > thawed_at + FREEZE_BUFFER and max(streamed) == final["next_sequence"] - 1, context
-    print(f"freeze of {frozen_s:.1f} s: {len(gaps)} gap(s), {len(in_gaps)} observations the agent could no longer serve")
+    before_freeze = [g for g in gaps if g["last_missing"] < frozen_at - FREEZE_BUFFER]
+    print(f"freeze of {frozen_s:.1f} s: {len(gaps)} gap(s) ({len(before_freeze)} of them before the freeze), "
+          f"{len(in_gaps)} observations the agent could no longer serve")
     assert code == 0, f"the producer exited with {code} on SIGTERM\n{producer_cli.tail()}"
 
 
 # --------------------------------------------------------------------------- (d) the broker goes away
 
 OUTAGE_S = 10.0
-OUTAGE_REPLAY_LIMIT = 20_000
+# The agent releases ~800 observations/s until the test holds it after the outage; its buffer
+# keeps minutes of that, so however long the broker takes to come back nothing leaves it.
+OUTAGE_BUFFER = 400_000
 
 
 def test_broker_down_10s_mid_stream_loses_and_doubles_nothing(own_broker, topic_prefix, replay_agents, producer_cli):
     bootstrap = own_broker.bootstrap
     state = own_broker.read_state()
-    agent = replay_agents(speed=100, start_time="20:29:45", limit=OUTAGE_REPLAY_LIMIT)
+    agent = replay_agents(speed=100, start_time="20:29:45", buffer_size=OUTAGE_BUFFER)
     create_topics(bootstrap, topic_prefix)
     seed_checkpoint(bootstrap, topic_prefix, agent, 1)
     watcher = CheckpointWatcher(bootstrap, topic_prefix, agent.url, producer_cli)
     try:
         producer_cli.start(agent.url, bootstrap, topic_prefix)
-        before_outage = watcher.wait_for(lambda cp: cp["next_sequence"] > 2000, 60, "2000 observations before the outage")
-        assert agent.playing, "the replay ended before the outage; raise OUTAGE_REPLAY_LIMIT"
+        before_outage = watcher.wait_for(lambda cp: cp["next_sequence"] > 2000, 120,
+                                         "2000 observations before the outage")
         producer_cli.note("stopping the broker")
         stopping = time.monotonic()
         own_broker.stop()
         down_at = agent.next_sequence
-        time.sleep(OUTAGE_S)  # the outage itself
-        # Same ports, so the producer's bootstrap address stays valid.
+        # The broker comes back on the same ports, so the producer's bootstrap address stays
+        # valid; meanwhile the test holds them, so no other process can take them.
+        with holding_ports(state["port"], state["controller_port"]):
+            time.sleep(OUTAGE_S)  # the outage itself
         own_broker.port, own_broker.controller_port = state["port"], state["controller_port"]
         producer_cli.note("starting the broker again")
         assert own_broker.start(timeout=180) == bootstrap
@@ -729,8 +827,9 @@ def test_broker_down_10s_mid_stream_loses_and_doubles_nothing(own_broker, topic_
         assert up_at > down_at, "no data flowed during the outage"
         watcher.close()
         watcher = CheckpointWatcher(bootstrap, topic_prefix, agent.url, producer_cli)
-        wait_until(lambda: not agent.playing, 120, "the replay to finish")
+        hold_release(agent)
         end = agent.next_sequence
+        assert agent.first_sequence == 1, "the agent's buffer must hold every observation"
         final = watcher.wait_for(lambda cp: cp["next_sequence"] >= end, 120,
                                  f"the producer to catch up with the agent's next_sequence {end} after the outage")
         code = producer_cli.terminate()
