@@ -51,7 +51,7 @@ class ServiceConfig:
                 raise ConfigError(f"agent {agent!r}: the URL must start with http:// or https://")
         if len(set(self.agents)) != len(self.agents):
             raise ConfigError("the same agent is configured twice")
-        if not self.bootstrap and "bootstrap.servers" not in self.kafka:
+        if not self.bootstrap and not self.kafka.get("bootstrap.servers"):
             raise ConfigError("no Kafka bootstrap servers: give --bootstrap HOST:PORT")
         if self.interval_ms < 0 or self.heartbeat_ms <= 0 or self.count <= 0:
             raise ConfigError("interval_ms must be >= 0, heartbeat_ms and count > 0")
@@ -72,23 +72,66 @@ class ServiceConfig:
         return properties
 
 
-_FILE_KEYS = {"agents", "bootstrap", "topic_prefix", "kafka", "interval_ms", "heartbeat_ms", "count",
-              "http_timeout_s", "stream_idle_s", "max_observation_bytes", "verify_tls",
-              "transactional_id_prefix", "observation_partitions"}
+# The type each config-file key must have: (check, what to say when it fails).
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+_FILE_TYPES: dict[str, tuple[Any, str]] = {
+    "agents": (lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v), "a list of URLs"),
+    "bootstrap": (_is_text, "text (host:port[,host:port])"),
+    "topic_prefix": (_is_text, "text"),
+    "kafka": (lambda v: isinstance(v, dict) and all(isinstance(x, (str, int, float, bool)) for x in v.values()),
+              "a table of librdkafka properties"),
+    "interval_ms": (_is_int, "a whole number"),
+    "heartbeat_ms": (_is_int, "a whole number"),
+    "count": (_is_int, "a whole number"),
+    "http_timeout_s": (_is_number, "a number of seconds"),
+    "stream_idle_s": (_is_number, "a number of seconds"),
+    "max_observation_bytes": (_is_int, "a whole number"),
+    "verify_tls": (lambda v: isinstance(v, (bool, str)), "true, false or a CA file"),
+    "transactional_id_prefix": (_is_text, "text"),
+    "observation_partitions": (_is_int, "a whole number"),
+}
+_FILE_KEYS = set(_FILE_TYPES)
+
+
+def _kafka_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"  # librdkafka's spelling, not Python's
+    return str(value)
 
 
 def load_file(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 text ({exc.reason})"
+        raise ConfigError(f"config file {path}: {reason}") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected an object of settings at the top level, "
+                          f"not a {type(data).__name__}")
     unknown = set(data) - _FILE_KEYS
     if unknown:
         raise ConfigError(f"config file {path}: unknown keys {sorted(unknown)}; known: {sorted(_FILE_KEYS)}")
+    for key, value in data.items():
+        check, kind = _FILE_TYPES[key]
+        if not check(value):
+            raise ConfigError(f"config file {path}: {key} must be {kind}, not {value!r}")
+    if "kafka" in data:
+        data["kafka"] = {str(k): _kafka_text(v) for k, v in data["kafka"].items()}
     return data
 
 
@@ -118,30 +161,40 @@ def parse_property(text: str) -> tuple[str, str]:
 
 
 def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServiceConfig:
+    """Merge defaults < config file < environment < arguments (later layers win).
+
+    `bootstrap` and the librdkafka property `bootstrap.servers` are one setting: whichever
+    layer gives it last wins, however it is spelled (within one layer `bootstrap` wins).
+    """
     environ = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
     kafka: dict[str, str] = {}
+
+    def layer(values: dict[str, Any], properties: Mapping[str, str]) -> None:
+        kafka.update(properties)
+        if "bootstrap" in values:
+            kafka["bootstrap.servers"] = values.pop("bootstrap")
+        merged.update(values)
+
     if getattr(args, "config", None):
         file_values = load_file(Path(args.config))
-        kafka.update({k: str(v) for k, v in (file_values.pop("kafka", None) or {}).items()})
-        merged.update(file_values)
+        layer(file_values, file_values.pop("kafka", None) or {})
     env_values = from_environment(environ)
-    kafka.update(env_values.pop("kafka", {}))
-    merged.update(env_values)
+    layer(env_values, env_values.pop("kafka", {}))
+    cli_values: dict[str, Any] = {}
     if args.agent:
-        merged["agents"] = list(args.agent)
+        cli_values["agents"] = list(args.agent)
     if args.bootstrap:
-        merged["bootstrap"] = args.bootstrap
+        cli_values["bootstrap"] = args.bootstrap
     if args.topic_prefix is not None:
-        merged["topic_prefix"] = args.topic_prefix
-    for text in args.property or []:
-        key, value = parse_property(text)
-        kafka[key] = value
+        cli_values["topic_prefix"] = args.topic_prefix
     if getattr(args, "ca_bundle", None):
-        merged["verify_tls"] = args.ca_bundle
+        cli_values["verify_tls"] = args.ca_bundle
     if getattr(args, "insecure", False):
-        merged["verify_tls"] = False
-    config = ServiceConfig(**merged, kafka=kafka)
+        cli_values["verify_tls"] = False
+    layer(cli_values, dict(parse_property(text) for text in args.property or []))
+    bootstrap = kafka.pop("bootstrap.servers", "")
+    config = ServiceConfig(**merged, bootstrap=bootstrap, kafka=kafka)
     config.validate()
     return config
 

@@ -103,6 +103,27 @@ def _timed_out(topic: str, timeout: float, pending: dict[int, int]) -> KafkaExce
         f"(partitions {sorted(pending)} still below {dict(sorted(pending.items()))})"))
 
 
+# What a partition answers for a moment after its topic was created.
+_NO_LEADER_YET = frozenset((KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                           KafkaError.UNKNOWN_TOPIC_OR_PART))
+
+
+def _end_offsets(consumer: Consumer, partition: TopicPartition, deadline: float) -> tuple[int, int]:
+    """(low, high) of a partition: a ListOffsets request with the consumer's isolation level, so
+    under read_committed "high" is the last stable offset. A partition whose leader is not known
+    yet (a topic created a moment ago) is asked again until the deadline."""
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=max(0.1, deadline - time.monotonic()),
+                                                  cached=False)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            transient = isinstance(error, KafkaError) and (error.retriable() or error.code() in _NO_LEADER_YET)
+            if not transient or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def read_to_end(client_config: dict[str, Any], topic: str, timeout: float = 30.0,
                 isolation: str = "read_committed") -> Iterator[Any]:
     """Every message of `topic` from its beginning up to the end offsets it had when the read began.
@@ -132,10 +153,7 @@ def read_to_end(client_config: dict[str, Any], topic: str, timeout: float = 30.0
             return
         pending: dict[int, int] = {}  # partition -> end offset to reach
         for partition in metadata.topics[topic].partitions:
-            # A ListOffsets request with the consumer's isolation level: under read_committed
-            # the "high" offset is the last stable offset.
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=max(0.1, deadline - time.monotonic()), cached=False)
+            low, high = _end_offsets(consumer, TopicPartition(topic, partition), deadline)
             if high > low:
                 pending[partition] = high
         if not pending:
