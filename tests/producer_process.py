@@ -53,6 +53,20 @@ class ProducerProcess:
         self.started.append(self.process)
         return self.process
 
+    def note(self, text: str) -> None:
+        """A marker line in the producer's log, so the log shows what the test did when."""
+        with open(self.log_path, "ab") as log:
+            log.write(f"===== {text} at {time.strftime('%H:%M:%S')} =====\n".encode())
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+        self.note(f"producer pid {self.process.pid} SIGKILLed")
+
+    def grep(self, needle: str) -> list[str]:
+        return [line for line in self.log().splitlines() if needle in line]
+
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -97,6 +111,7 @@ class ProducerProcess:
         """SIGTERM; (exit code, seconds it took). A producer that does not stop in time fails the test."""
         assert self.process is not None
         self.sample_rss()
+        self.note(f"SIGTERM to producer pid {self.process.pid}")
         started = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
         try:

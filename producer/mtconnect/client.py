@@ -362,8 +362,8 @@ def _caught_up(page: StreamsDocument, count: int) -> bool:
     return len(page.observations) < count
 
 
-def _os_error(exc: BaseException) -> str | None:
-    """The operating system's words behind a connection failure (`Connection refused`), if any."""
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every exception behind it (causes, contexts, wrapped reasons), each once."""
     seen: set[int] = set()
     pending: list[object] = [exc]
     while pending:
@@ -371,28 +371,26 @@ def _os_error(exc: BaseException) -> str | None:
         if not isinstance(current, BaseException) or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            return current.strerror
-        if type(current).__name__ == "NameResolutionError":
-            return "the agent's host name could not be resolved"
+        yield current
         pending.extend(current.args)
         pending.extend((current.__cause__, current.__context__, getattr(current, "reason", None)))
+
+
+def _os_error(exc: BaseException) -> str | None:
+    """The operating system's words behind a connection failure (`Connection refused`), if any."""
+    for cause in _causes(exc):
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        if type(cause).__name__ == "NameResolutionError":
+            return "the agent's host name could not be resolved"
     return None
 
 
 def _certificate_error(exc: BaseException) -> str | None:
     """The verification failure behind a requests SSLError (e.g. `self-signed certificate`), if any."""
-    seen: set[int] = set()
-    pending: list[object] = [exc]
-    while pending:
-        current = pending.pop()
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLCertVerificationError):
-            return current.verify_message or str(current)
-        pending.extend(current.args)
-        pending.extend((current.__cause__, current.__context__, getattr(current, "reason", None)))
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause.verify_message or str(cause)
     return "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else None
 
 

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -33,10 +31,10 @@ from kafka_readers import KAFKA_LOG, latest_checkpoint, read_offsets, read_topic
 from producer import wire
 from producer.broker import LocalBroker
 from producer.replay import ReplayAgent
+from producer_process import ProducerProcess
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- Kafka helpers
@@ -163,72 +161,15 @@ class CheckpointWatcher:
 # --------------------------------------------------------------------------- the producer subprocess
 
 
-class ProducerCLI:
-    """`python -m producer run` as a subprocess; every incarnation's output goes to one log file."""
+class ProducerCLI(ProducerProcess):
+    """The producer of one agent, with debug logging (each part is logged before it is published)."""
 
-    def __init__(self, log_path: Path):
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
-        self.started: list[subprocess.Popen] = []
+    def start(self, agent_url: str, bootstrap: str, prefix: str) -> subprocess.Popen:  # type: ignore[override]
+        return super().start([agent_url], bootstrap, prefix, verbose=True)
 
-    def start(self, agent_url: str, bootstrap: str, prefix: str) -> subprocess.Popen:
-        assert self.process is None or self.process.poll() is not None, "the previous producer is still running"
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n===== producer #{len(self.started) + 1} started at {time.strftime('%H:%M:%S')} =====\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "producer", "--verbose", "run", "--agent", agent_url, "--bootstrap", bootstrap,
-                 "--topic-prefix", prefix],
-                cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        self.started.append(self.process)
-        return self.process
-
-    def note(self, text: str) -> None:
-        with open(self.log_path, "ab") as log:
-            log.write(f"===== {text} at {time.strftime('%H:%M:%S')} =====\n".encode())
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
-        self.note(f"producer pid {self.process.pid} SIGKILLed")
-
-    def terminate(self, timeout: float = 60.0) -> int:
+    def terminate(self, timeout: float = 60.0) -> int:  # type: ignore[override]
         """SIGTERM and wait; a producer that does not stop in time is killed and the test fails."""
-        assert self.process is not None
-        self.note(f"SIGTERM to producer pid {self.process.pid}")
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(30)
-            raise AssertionError(f"the producer did not stop within {timeout:.0f} s of SIGTERM\n{self.tail()}") from None
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no producer log)"
-        return f"--- producer log {self.log_path} (last {lines} lines) ---\n" + "\n".join(text[-lines:])
-
-    def grep(self, needle: str) -> list[str]:
-        try:
-            return [line for line in self.log_path.read_text(errors="replace").splitlines() if needle in line]
-        except OSError:
-            return []
-
-    def cleanup(self) -> None:
-        for process in self.started:
-            if process.poll() is None:
-                try:
-                    process.send_signal(signal.SIGCONT)  # a stopped process must be able to die
-                    process.kill()
-                except ProcessLookupError:
-                    pass
-                process.wait(30)
+        return super().terminate(timeout)[0]
 
 
 @pytest.fixture
