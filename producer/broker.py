@@ -191,7 +191,7 @@ def jars_problem(lib: Path | None = None) -> str | None:
         except OSError as exc:
             return f"{jar} cannot be read ({exc.strerror})"
         if actual != digest:
-            return f"{jar} is damaged (its SHA-256 is not the one recorded when it was fetched)"
+            return f"{jar} does not match the SHA-256 recorded when it was fetched (truncated or altered)"
     extra = sorted(jar.name for jar in lib.glob("*.jar") if jar.name not in manifest)
     if extra:
         return f"{lib / extra[0]} is not one of the jars Maven fetched"
@@ -226,8 +226,8 @@ def fetch_jars(progress: Progress = _print_progress, refresh: bool = False) -> P
             return _fetch_jars(lib, progress)
         except BrokerError as exc:
             raise BrokerError(
-                f"the Kafka jar cache is damaged: {problem}, and fetching the jars again failed: {exc} "
-                f"(once that is fixed, run `python -m producer broker fetch`, or delete {lib.parent})"
+                f"the Kafka jar cache is damaged: {problem}; fetching the jars again failed: {exc} "
+                f"Once that is fixed, run `python -m producer broker fetch` (or delete {lib.parent})."
             ) from None
     return _fetch_jars(lib, progress)
 

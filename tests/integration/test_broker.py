@@ -417,3 +417,79 @@ def _quiet():
     quiet.propagate = False
     quiet.addHandler(logging.NullHandler())
     return quiet
+
+
+# --------------------------------------------------------------------------- the jar cache
+
+
+@pytest.fixture
+def jar_cache_copy(tmp_path):
+    """A copy of the real jar cache in a temp dir, and the env pointing the product at it."""
+    from producer.broker import fetch_jars
+
+    real_lib = fetch_jars(progress=lambda line: None)
+    cache = tmp_path / "cache"
+    lib = cache / real_lib.parent.name / real_lib.name
+    shutil.copytree(real_lib, lib)
+    return real_lib, lib, {"MACHINE_MONITOR_CACHE_DIR": str(cache)}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_damaged_jar_is_named_and_fetched_again_before_java_runs(tmp_path, jar_cache_copy):
+    real_lib, lib, env = jar_cache_copy
+    # The jar holding kafka.tools.StorageTool and kafka.Kafka, cut short as an interrupted copy leaves it.
+    damaged = next(lib.glob("kafka_2.13-*.jar"))
+    with open(damaged, "r+b") as handle:
+        handle.truncate(damaged.stat().st_size // 2)
+    data_dir = tmp_path / "broker"
+
+    # Without Maven the cache cannot be repaired: one clear line, and Java never runs on it.
+    java_only = tmp_path / "bin"
+    java_only.mkdir()
+    (java_only / "java").symlink_to(shutil.which("java"))
+    refused = _cli("start", "--data-dir", str(data_dir), env={**env, "PATH": str(java_only)}, timeout=120)
+    assert refused.returncode != 0
+    errors = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, refused.stderr
+    assert damaged.name in errors[0] and "python -m producer broker fetch" in errors[0], errors[0]
+    assert "Could not find or load main class" not in refused.stdout + refused.stderr
+    assert not (data_dir / "kraft-logs" / "meta.properties").exists(), "the storage tool ran on the damaged jar"
+    assert not (data_dir / "logs" / "broker.out").exists(), "the broker was launched on the damaged jar"
+    assert _processes_using(data_dir) == []
+
+    # With Maven, a start repairs the cache first (it is only a cache) and says so.
+    started = _cli("start", "--data-dir", str(data_dir), env=env)
+    try:
+        assert started.returncode == 0, started.stderr
+        lines = started.stdout.splitlines()
+        damaged_notes = [i for i, line in enumerate(lines) if damaged.name in line and "damaged" in line]
+        formatting = [i for i, line in enumerate(lines) if line.startswith("formatting")]
+        assert damaged_notes and formatting and damaged_notes[0] < formatting[0], started.stdout
+        assert _sha256(damaged) == _sha256(real_lib / damaged.name)
+        bootstrap = next(line.split("=", 1)[1] for line in lines if line.startswith("bootstrap="))
+        assert _produce_and_consume(bootstrap, "repaired", 1)
+    finally:
+        _stop_everything_in(data_dir)
+
+
+def test_fetch_verifies_an_existing_cache_and_repairs_a_missing_jar(jar_cache_copy):
+    real_lib, lib, env = jar_cache_copy
+    intact = _cli("fetch", env=env, timeout=60)
+    assert intact.returncode == 0, intact.stderr
+    assert "fetching" not in intact.stdout  # an intact cache is only verified, not fetched again
+
+    missing = next(lib.glob("kafka-clients-*.jar"))
+    missing.unlink()
+    fetched = _cli("fetch", env=env, timeout=600)
+    assert fetched.returncode == 0, fetched.stderr
+    assert any(missing.name in line and "missing" in line for line in fetched.stdout.splitlines()), fetched.stdout
+    assert _sha256(missing) == _sha256(real_lib / missing.name)
+    # The recorded checksums hold for the repaired cache, checked independently of the product.
+    checked = subprocess.run(["sha256sum", "-c", "--quiet", "jars.sha256"], cwd=lib, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert len(list(lib.glob("*.jar"))) == len(list(real_lib.glob("*.jar")))
