@@ -246,7 +246,12 @@ def _fetch_jars(lib: Path, progress: Progress) -> Path:
         raise BrokerError(f"cannot create the jar cache in {lib.parent}: {exc.strerror}") from None
     try:
         fetched = _run_maven(mvn, staging, progress)
-        _install_jars(staging, lib)
+        try:
+            _write_manifest(staging)
+            (staging / JAR_MARKER).write_text(_pom_digest() + "\n")
+            _install_jars(staging, lib)
+        except OSError as exc:
+            raise _file_error("write", Path(exc.filename or lib), exc) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     progress(f"fetched {fetched} jars")
@@ -296,8 +301,6 @@ def _run_maven(mvn: str, staging: Path, progress: Progress) -> int:
                 f"Maven copied a damaged {jar.name} ({bad_entry}) from the local Maven repository "
                 f"(~/.m2/repository): delete that artifact there and fetch again"
             )
-    _write_manifest(staging)
-    (staging / JAR_MARKER).write_text(_pom_digest() + "\n")
     return len(jars)
 
 
@@ -835,7 +838,10 @@ class LocalBroker:
         cluster_id_file = self.data_dir / "cluster-id"
         if not cluster_id_file.is_file():
             _write_private(cluster_id_file, new_cluster_id())
-        cluster_id = cluster_id_file.read_text().strip()
+        try:
+            cluster_id = cluster_id_file.read_text().strip()
+        except OSError as exc:
+            raise _file_error("read", cluster_id_file, exc) from None
         self.progress(f"formatting broker storage in {self.log_dirs}")
         completed = subprocess.run(
             [java, "-cp", self._classpath(lib),
@@ -1109,8 +1115,8 @@ def _broker_listed(bootstrap: str, node_id: int, timeout: float = 2.0) -> bool:
 def main_cli(action: str, data_dir: Path | None, timeout: float = 180.0) -> int:
     """`python -m producer broker start|stop|status|fetch`; errors are one line on stderr.
 
-    `status` exits 0 while the broker runs, 3 when it was stopped, and 1 (printing why) when
-    it died without a stop, as init scripts do.
+    `status` exits 0 while the broker runs and 3 when it does not; when it died without a
+    stop, the line says why. (3 whatever the reason: the desktop then starts it again.)
     """
     broker = LocalBroker(data_dir=data_dir) if data_dir else LocalBroker()
     try:
@@ -1135,10 +1141,7 @@ def main_cli(action: str, data_dir: Path | None, timeout: float = 180.0) -> int:
                 print(f"running bootstrap={state['bootstrap']} pid={state['pid']} data_dir={broker.data_dir}", flush=True)
                 return 0
             died = broker.exit_reason()
-            if died:
-                print(f"stopped: {died}", flush=True)
-                return 1
-            print("stopped", flush=True)
+            print(f"stopped: {died}" if died else "stopped", flush=True)
             return 3
     except BrokerError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
