@@ -121,7 +121,7 @@ def _processes_using(path: Path) -> list[str]:
             text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if str(path) in text and "pytest" not in text:
+        if str(path) in text and int(cmdline.parent.name) != os.getpid():
             found.append(f"{cmdline.parent.name}: {text[:200]}")
     return found
 
