@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from producer import wire
-from producer.broker import BrokerError, LocalBroker
+from producer.broker import BrokerError, LocalBroker, find_java
 
 
 def _produce_and_consume(bootstrap: str, topic: str, count: int, expect_total: int | None = None) -> list[bytes]:
@@ -451,7 +451,7 @@ def test_a_damaged_jar_is_named_and_fetched_again_before_java_runs(tmp_path, jar
     # Without Maven the cache cannot be repaired: one clear line, and Java never runs on it.
     java_only = tmp_path / "bin"
     java_only.mkdir()
-    (java_only / "java").symlink_to(shutil.which("java"))
+    (java_only / "java").symlink_to(find_java())  # the Java the product would use
     refused = _cli("start", "--data-dir", str(data_dir), env={**env, "PATH": str(java_only)}, timeout=120)
     assert refused.returncode != 0
     errors = [line for line in refused.stderr.splitlines() if line.strip()]
