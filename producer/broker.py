@@ -1,11 +1,14 @@
 """The local Apache Kafka broker: a real single-node KRaft broker assembled from Maven Central.
 
-`fetch_jars` runs Maven on the pinned POM in `resources/broker/` to put the broker's
-classpath into the per-user cache (once; later calls reuse it). `LocalBroker` formats a
-data dir once, starts `kafka.Kafka` with Java >= 17 on free loopback ports, waits until
-the broker is listed in cluster metadata (an open port is not readiness), and stops it
-with SIGTERM (then SIGKILL). A small state file in the data dir lets a second process
-find, report on and stop a broker that an earlier process started.
+`fetch_jars` runs Maven (strict checksums) on the pinned POM in `resources/broker/` to put
+the broker's classpath into the per-user cache, and records every jar's SHA-256; later calls
+verify the jars against it and fetch again only when one is damaged. `LocalBroker` formats a
+data dir once, starts `kafka.Kafka` with Java >= 17 on loopback ports, waits until the broker
+is listed in cluster metadata (an open port is not readiness), and stops it with SIGTERM
+(then SIGKILL). A small state file in the data dir lets a second process find, report on and
+stop a broker that an earlier process started, and keeps its ports: a later start uses the
+same address or fails saying which process holds it. The data dir is private to the user,
+a start needs free space on its disk, and a broker that died says why (`exit_reason`).
 
 Extra client listeners (`Listener`) can be secured like a plant's cluster, next to the
 PLAINTEXT listener that stays the inter-broker listener and the one the readiness check uses:
@@ -25,6 +28,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
+import functools
 import hashlib
 import json
 import logging
@@ -33,11 +38,13 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -55,7 +62,14 @@ SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 SCRAM_LOGIN_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
 RESERVED_LISTENER_NAMES = ("PLAINTEXT", "CONTROLLER")
 STATE_FILE = "broker.json"
-JAR_MARKER = ".complete"
+# Below this much free space on the data dir's disk a start is refused: Kafka preallocates
+# index files and its logs grow, and a broker that dies of a full disk loses its reason.
+MIN_FREE_BYTES = 100 * 1000 * 1000
+ERROR_LOG_RESERVE = 1 << 20
+OUT_LOG_RESERVE = 256 << 10
+PRIVATE_UMASK = 0o077  # broker data may hold listener secrets and plant data: the user's only
+JAR_MARKER = ".complete"  # the POM digest the cache was fetched with
+JAR_MANIFEST = "jars.sha256"  # SHA-256 of every jar, as `sha256sum` writes it
 
 
 class BrokerError(RuntimeError):
@@ -128,28 +142,127 @@ def _pom_digest() -> str:
     return hashlib.sha256(pom_path().read_bytes()).hexdigest()
 
 
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_manifest(lib: Path) -> dict[str, str] | None:
+    """Jar name -> SHA-256 as recorded when the jars were fetched (`sha256sum -c` format)."""
+    try:
+        text = (lib / JAR_MANIFEST).read_text()
+    except OSError:
+        return None
+    manifest = {}
+    for line in text.splitlines():
+        digest, _, name = line.partition("  ")
+        if len(digest) != 64 or not name:
+            return None
+        manifest[name] = digest
+    return manifest or None
+
+
+def _write_manifest(lib: Path) -> int:
+    jars = sorted(lib.glob("*.jar"))
+    (lib / JAR_MANIFEST).write_text("".join(f"{_sha256_file(jar)}  {jar.name}\n" for jar in jars))
+    return len(jars)
+
+
+def jars_problem(lib: Path | None = None) -> str | None:
+    """What is wrong with the cached classpath, naming the jar; None when every jar is intact.
+
+    Every jar on the classpath (`lib/*.jar`) must be one Maven fetched, with the SHA-256
+    recorded then: a truncated or altered jar otherwise surfaces much later as Java's
+    "Could not find or load main class".
+    """
+    lib = lib or jars_dir()
+    manifest = _read_manifest(lib)
+    if manifest is None:
+        return f"{lib} has no jar checksums ({JAR_MANIFEST})"
+    for name, digest in manifest.items():
+        jar = lib / name
+        try:
+            actual = _sha256_file(jar)
+        except FileNotFoundError:
+            return f"{jar} is missing"
+        except OSError as exc:
+            return f"{jar} cannot be read ({exc.strerror})"
+        if actual != digest:
+            return f"{jar} does not match the SHA-256 recorded when it was fetched (truncated or altered)"
+    extra = sorted(jar.name for jar in lib.glob("*.jar") if jar.name not in manifest)
+    if extra:
+        return f"{lib / extra[0]} is not one of the jars Maven fetched"
+    return None
+
+
 def jars_ready(lib: Path | None = None) -> bool:
+    """The cache holds the classpath of the current POM (a cheap check: checksums are not read)."""
     lib = lib or jars_dir()
     marker = lib / JAR_MARKER
-    return marker.is_file() and marker.read_text().strip() == _pom_digest()
+    try:
+        return marker.read_text().strip() == _pom_digest() and (lib / JAR_MANIFEST).is_file()
+    except OSError:
+        return False
 
 
-def fetch_jars(progress: Progress = _print_progress) -> Path:
-    """Assemble the broker classpath with Maven into the per-user cache; reuse it when present."""
+def fetch_jars(progress: Progress = _print_progress, refresh: bool = False) -> Path:
+    """Assemble the broker classpath with Maven into the per-user cache, verified against checksums.
+
+    A cache already present is checked jar by jar against the SHA-256 recorded when it was
+    fetched; a damaged or incomplete one is fetched again (it is only a cache), and `refresh`
+    fetches it again in any case. Maven runs with strict checksums, so a download that does
+    not match Maven Central's checksum fails instead of landing in the cache.
+    """
     lib = jars_dir()
-    if jars_ready(lib):
-        return lib
+    if not refresh and jars_ready(lib):
+        problem = jars_problem(lib)
+        if problem is None:
+            return lib
+        progress(f"the Kafka jar cache is damaged: {problem}; fetching the jars again")
+        try:
+            return _fetch_jars(lib, progress)
+        except BrokerError as exc:
+            raise BrokerError(
+                f"the Kafka jar cache is damaged: {problem}; fetching the jars again failed: {exc} "
+                f"Once that is fixed, run `python -m producer broker fetch` (or delete {lib.parent})."
+            ) from None
+    return _fetch_jars(lib, progress)
+
+
+def _fetch_jars(lib: Path, progress: Progress) -> Path:
     mvn = shutil.which("mvn")
     if not mvn:
         raise BrokerError(
-            "Maven (mvn) is needed once to download the Kafka broker jars from Maven Central, "
+            "Maven (mvn) is needed to download the Kafka broker jars from Maven Central, "
             "and it is not on PATH. Install it (Debian: apt-get install maven)."
         )
-    lib.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="lib-", dir=lib.parent))
-    progress(f"fetching Kafka {kafka_version()} jars from Maven Central into {lib} (first run only)")
+    try:
+        lib.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="lib-", dir=lib.parent))
+    except OSError as exc:
+        raise BrokerError(f"cannot create the jar cache in {lib.parent}: {exc.strerror}") from None
+    try:
+        fetched = _run_maven(mvn, staging, progress)
+        try:
+            _write_manifest(staging)
+            (staging / JAR_MARKER).write_text(_pom_digest() + "\n")
+            _install_jars(staging, lib)
+        except OSError as exc:
+            raise _file_error("write", Path(exc.filename or lib), exc) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    progress(f"fetched {fetched} jars")
+    return lib
+
+
+def _run_maven(mvn: str, staging: Path, progress: Progress) -> int:
+    progress(f"fetching Kafka {kafka_version()} jars from Maven Central into {jars_dir()}")
     command = [
         mvn, "-B",
+        "-C",  # strict checksums: a download that does not match Maven Central's checksum fails
         "-f", str(pom_path()),
         "dependency:copy-dependencies",
         "-DincludeScope=runtime",
@@ -169,20 +282,45 @@ def fetch_jars(progress: Progress = _print_progress) -> Path:
                 progress(f"  downloaded {downloaded} artifacts ({time.monotonic() - started:.0f} s)")
     code = process.wait()
     if code != 0:
-        shutil.rmtree(staging, ignore_errors=True)
         raise BrokerError(
             f"Maven failed (exit {code}) fetching the Kafka jars with {pom_path()}:\n" + "\n".join(tail)
         )
-    jar_count = len(list(staging.glob("*.jar")))
-    if jar_count == 0:
-        shutil.rmtree(staging, ignore_errors=True)
+    jars = sorted(staging.glob("*.jar"))
+    if not jars:
         raise BrokerError(f"Maven produced no jars from {pom_path()}:\n" + "\n".join(tail))
-    (staging / JAR_MARKER).write_text(_pom_digest() + "\n")
+    for jar in jars:
+        # Maven verified what it downloaded; a jar it copied from a damaged local repository
+        # (~/.m2) is caught here, by the CRC of every entry.
+        try:
+            with zipfile.ZipFile(jar) as archive:
+                bad_entry = archive.testzip()
+        except (OSError, zipfile.BadZipFile) as exc:
+            bad_entry = str(exc)
+        if bad_entry is not None:
+            raise BrokerError(
+                f"Maven copied a damaged {jar.name} ({bad_entry}) from the local Maven repository "
+                f"(~/.m2/repository): delete that artifact there and fetch again"
+            )
+    return len(jars)
+
+
+def _install_jars(staging: Path, lib: Path) -> None:
+    """Put the verified `staging` in place of `lib`, leaving an identical `lib` untouched."""
+    if lib.is_dir() and _read_manifest(lib) is None and _read_manifest(staging) == _manifest_of(lib):
+        # A cache from before checksums were recorded, with exactly the jars Maven gives now:
+        # record them, and leave the files of brokers running from it alone.
+        shutil.copy2(staging / JAR_MANIFEST, lib / JAR_MANIFEST)
+        shutil.copy2(staging / JAR_MARKER, lib / JAR_MARKER)
+        return
     if lib.exists():
-        shutil.rmtree(lib)
+        old = lib.with_name(f"{lib.name}.old-{os.getpid()}")
+        lib.rename(old)
+        shutil.rmtree(old, ignore_errors=True)
     staging.rename(lib)
-    progress(f"fetched {jar_count} jars in {time.monotonic() - started:.1f} s")
-    return lib
+
+
+def _manifest_of(lib: Path) -> dict[str, str]:
+    return {jar.name: _sha256_file(jar) for jar in sorted(lib.glob("*.jar"))}
 
 
 # --------------------------------------------------------------------------- the broker
@@ -195,12 +333,161 @@ def free_port() -> int:
 
 
 def _port_free(port: int) -> bool:
+    """Whether the broker could listen on 127.0.0.1:`port` now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the JVM does for a server socket: connections of an earlier run still in
+        # TIME_WAIT do not keep the port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
             return False
         return True
+
+
+def port_holder(port: int) -> str | None:
+    """"pid N (command line)" of a process with a TCP socket on local `port`, where Linux tells.
+
+    Reads /proc/net/tcp{,6} for the socket's inode, then /proc/*/fd for its owner: cheap,
+    no tools needed. None when not found (another OS, or a process we may not inspect).
+    """
+    inodes: list[str] = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or int(fields[1].rsplit(":", 1)[1], 16) != port:
+                continue
+            # A listening socket (state 0A) first: that is what a server holding the port is.
+            if fields[3] == "0A":
+                inodes.insert(0, fields[9])
+            elif fields[9] != "0":
+                inodes.append(fields[9])
+    if not inodes:
+        return None
+    wanted = {f"socket:[{inode}]": index for index, inode in enumerate(inodes)}
+    found: dict[int, int] = {}
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            for fd in os.scandir(fd_dir):
+                try:
+                    target = os.readlink(fd.path)
+                except OSError:
+                    continue
+                if target in wanted:
+                    found.setdefault(wanted[target], int(fd_dir.parent.name))
+        except OSError:
+            continue
+    if not found:
+        return None
+    pid = found[min(found)]
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        command = ""
+    if len(command) > 120:
+        command = command[:117] + "..."
+    return f"pid {pid} ({command})" if command else f"pid {pid}"
+
+
+def _ensure_private_dir(path: Path) -> None:
+    """`path` exists and only its owner may enter it (0700)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+    except OSError as exc:
+        raise _file_error("create", path, exc) from None
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `path` readable by its owner only (0600), replacing it atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # O_CREAT's mode does not apply to an existing file
+            handle.write(text)
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise _file_error("write", path, exc) from None
+
+
+def _tighten(root: Path) -> None:
+    """Nothing below `root` open to group or others (dirs 0700, files 0600): data of older versions."""
+    for directory, subdirs, files in os.walk(root):
+        for name in subdirs + files:
+            path = os.path.join(directory, name)
+            try:
+                current = os.lstat(path)
+                if not stat.S_ISLNK(current.st_mode) and current.st_mode & 0o077:
+                    os.chmod(path, stat.S_IMODE(current.st_mode) & 0o700)
+            except FileNotFoundError:
+                continue  # a log segment deleted meanwhile
+            except OSError as exc:
+                raise _file_error("restrict", Path(path), exc) from None
+
+
+def _file_error(verb: str, path: Path, exc: OSError) -> BrokerError:
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        reason += f" (only {_megabytes(_free_bytes(path))} free there)"
+    return BrokerError(f"cannot {verb} {path}: {reason}")
+
+
+def _free_bytes(path: Path) -> int:
+    """Free space for an unprivileged writer on the file system holding `path` (or its parent)."""
+    for candidate in [path, *path.parents]:
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return 0
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def _reserve_space(path: Path, size: int) -> None:
+    """Allocate `size` bytes past the end of `path` without growing it (Linux fallocate KEEP_SIZE).
+
+    Appends then land in blocks the file already owns, so they succeed on a full disk: the
+    broker's last words about that disk are kept. Best effort: elsewhere this does nothing.
+    """
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:
+        raise _file_error("create", path, exc) from None
+    try:
+        fallocate = _libc_fallocate()
+        if fallocate is not None:
+            fallocate(descriptor, FALLOC_FL_KEEP_SIZE, os.fstat(descriptor).st_size, size)
+    finally:
+        os.close(descriptor)
+
+
+FALLOC_FL_KEEP_SIZE = 1
+
+
+@functools.lru_cache(maxsize=1)
+def _libc_fallocate():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        function = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    function.restype = ctypes.c_int
+    return function
 
 
 def new_cluster_id() -> str:
@@ -316,10 +603,14 @@ def scram_format_args(users: dict[str, str], mechanisms: tuple[str, ...] = ("SCR
 class LocalBroker:
     """One single-node KRaft broker rooted at `data_dir`.
 
-    `port`/`controller_port` 0 means: reuse the ports of the previous start when they are
-    still free, otherwise take free ones. `properties` are extra server properties
-    (they override the template and the listeners' own properties), `listeners` extra
-    client listeners, `scram_users` SCRAM credentials (name -> password) for them.
+    Ports: `port`, `controller_port` and each listener's `port` are kept when given. When
+    they are 0, the ports on record from the previous start are kept (clients know that
+    address); a brand-new data dir takes free ones. A kept client port that another process
+    holds is a `BrokerError` naming the holder, never a silent move to another port.
+    `properties` are extra server properties (they override the template and the
+    listeners' own properties), `listeners` extra client listeners, `scram_users` SCRAM
+    credentials (name -> password) for them. Everything in `data_dir` is private to the
+    user: dirs 0700, files 0600. A start needs `min_free_bytes` free on the data dir's disk.
     """
 
     data_dir: Path = field(default_factory=lambda: user_data_dir() / "broker")
@@ -331,6 +622,7 @@ class LocalBroker:
     progress: Progress = _print_progress
     # SCRAM users (name -> password) for the SASL listeners, for every SCRAM mechanism they enable.
     scram_users: dict[str, str] = field(default_factory=dict)
+    min_free_bytes: int = MIN_FREE_BYTES
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -354,6 +646,14 @@ class LocalBroker:
     def server_log(self) -> Path:
         return self.logs_dir / "server.log"
 
+    @property
+    def errors_log(self) -> Path:
+        return self.logs_dir / "errors.log"
+
+    @property
+    def out_log(self) -> Path:
+        return self.logs_dir / "broker.out"
+
     def read_state(self) -> dict | None:
         try:
             return json.loads(self.state_path.read_text())
@@ -361,9 +661,7 @@ class LocalBroker:
             return None
 
     def _write_state(self, state: dict) -> None:
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(self.state_path)
+        _write_private(self.state_path, json.dumps(state, indent=2))
 
     # -- status
 
@@ -376,6 +674,38 @@ class LocalBroker:
         if pid and _pid_alive(pid) and _pid_is_broker(pid):
             return state
         return None
+
+    def exit_reason(self) -> str | None:
+        """Why the broker started last stopped without `stop()`, in one line; None if it did not.
+
+        Read from what that run logged (errors.log has space reserved for it, so a full disk
+        does not silence it), e.g. "no space left on device".
+        """
+        state = self.read_state()
+        if not state or not state.get("pid") or self.status() is not None:
+            return None
+        return self._describe_exit(state)
+
+    def _describe_exit(self, state: dict, code: int | None = None) -> str:
+        offsets = state.get("log_offsets") or {}
+        logs = {path: _read_from(path, int(offsets.get(path.name) or 0))
+                for path in (self.errors_log, self.out_log, self.server_log)}
+        text = "".join(logs.values())
+        how = f"exited with code {code}" if code is not None else "stopped unexpectedly"
+        if "No space left on device" in text:
+            return (f"the Kafka broker in {self.data_dir} {how}: no space left on device "
+                    f"({_megabytes(_free_bytes(self.data_dir))} free there now); "
+                    f"free some space on that disk, then start it again")
+        errors = [line for line in logs[self.errors_log].splitlines() if line.startswith("[")]
+        if errors:
+            last = errors[-1]
+            return (f"the Kafka broker in {self.data_dir} {how}; its last error: "
+                    f"{last[:300]} (see {self.errors_log})")
+        free = _free_bytes(self.data_dir)
+        if free < self.min_free_bytes:
+            return (f"the Kafka broker in {self.data_dir} {how}, with only {_megabytes(free)} free "
+                    f"on its disk: free some space there, then start it again")
+        return f"the Kafka broker in {self.data_dir} {how}; see {self.server_log}"
 
     @property
     def bootstrap(self) -> str:
@@ -403,40 +733,86 @@ class LocalBroker:
 
     # -- start
 
-    def _choose_ports(self, previous: dict | None) -> tuple[int, int, dict[str, int]]:
+    def _plan_ports(self, previous: dict | None) -> _PortPlan:
+        """The ports this start must use, and why each one is kept (configured or on record)."""
         previous = previous or {}
+        plan = _PortPlan()
+        recorded = "the address clients know from its last start"
+        wanted = [("PLAINTEXT", self.port, int(previous.get("port") or 0))]
+        old_extra = previous.get("listener_ports") or {}
+        wanted += [(listener.name, listener.port, int(old_extra.get(listener.name) or 0))
+                   for listener in self.listeners]
+        for role, configured, on_record in wanted:
+            if configured:
+                plan.keep(role, configured, "as configured")
+            elif on_record:
+                plan.keep(role, on_record, recorded)
+        # The controller port is the broker's own business: clients never use it, and the
+        # quorum is static (controller.quorum.voters), so it may move when taken.
+        if self.controller_port:
+            plan.keep("CONTROLLER", self.controller_port, "as configured")
+        else:
+            on_record = int(previous.get("controller_port") or 0)
+            if on_record and on_record not in plan.ports.values() and _port_free(on_record):
+                plan.ports["CONTROLLER"] = on_record
+            elif on_record:
+                self.progress(f"controller port {on_record} is taken; the controller moves to a free port")
+        self._fill_free_ports(plan)
+        return plan
 
-        def pick(wanted: int, key: str) -> int:
-            if wanted:
-                return wanted
-            old = int(previous.get(key) or 0)
-            return old if old and _port_free(old) else free_port()
+    def _fill_free_ports(self, plan: "_PortPlan") -> None:
+        for role in ["PLAINTEXT", "CONTROLLER", *(listener.name for listener in self.listeners)]:
+            if role in plan.kept:
+                continue
+            port = plan.ports.get(role) or free_port()
+            while port in [p for r, p in plan.ports.items() if r != role]:
+                port = free_port()
+            plan.ports[role] = port
 
-        port = pick(self.port, "port")
-        controller_port = pick(self.controller_port, "controller_port")
-        while controller_port == port:
-            controller_port = free_port()
-        extra = {}
-        old_extra = previous.get("listener_ports", {})
-        for listener in self.listeners:
-            extra[listener.name] = listener.port or (
-                old_extra.get(listener.name) if old_extra.get(listener.name) and _port_free(old_extra[listener.name]) else free_port()
+    def _port_taken(self, plan: "_PortPlan", role: str) -> BrokerError:
+        port = plan.ports[role]
+        holder = port_holder(port) or "another process"
+        why = plan.kept.get(role, "picked for this start")
+        if why == "as configured":
+            fix = "stop that process, or configure another port"
+        else:
+            fix = (f"stop that process (to move the broker to new ports instead, delete {self.state_path}; "
+                   f"clients then need the new address)")
+        what = "controller" if role == "CONTROLLER" else f"{role} listener"
+        return BrokerError(f"cannot start the broker in {self.data_dir}: port {port} ({what}, {why}) "
+                           f"is in use by {holder}; {fix}")
+
+    def _check_ports(self, plan: "_PortPlan") -> None:
+        for role in plan.kept:
+            if not _port_free(plan.ports[role]):
+                raise self._port_taken(plan, role)
+
+    def _prepare_data_dir(self) -> None:
+        for directory in (self.data_dir, self.logs_dir, self.log_dirs):
+            _ensure_private_dir(directory)
+        _tighten(self.data_dir)
+        free = _free_bytes(self.data_dir)
+        if free < self.min_free_bytes:
+            raise BrokerError(
+                f"only {_megabytes(free)} free on the disk of the broker's data dir {self.data_dir}; "
+                f"the broker needs at least {_megabytes(self.min_free_bytes)}: free some space there "
+                f"or use another data dir (--data-dir)"
             )
-        return port, controller_port, extra
 
-    def _render_properties(self, port: int, controller_port: int, extra_ports: dict[str, int]) -> Path:
-        listeners = [f"PLAINTEXT://127.0.0.1:{port}", f"CONTROLLER://127.0.0.1:{controller_port}"]
-        advertised = [f"PLAINTEXT://127.0.0.1:{port}"]
+    def _render_properties(self, plan: "_PortPlan") -> Path:
+        ports = plan.ports
+        listeners = [f"PLAINTEXT://127.0.0.1:{ports['PLAINTEXT']}", f"CONTROLLER://127.0.0.1:{ports['CONTROLLER']}"]
+        advertised = [f"PLAINTEXT://127.0.0.1:{ports['PLAINTEXT']}"]
         protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
         for listener in self.listeners:
-            address = f"{listener.name}://127.0.0.1:{extra_ports[listener.name]}"
+            address = f"{listener.name}://127.0.0.1:{ports[listener.name]}"
             listeners.append(address)
             advertised.append(address)
             protocols.append(f"{listener.name}:{listener.protocol}")
         listener_properties = {k: v for listener in self.listeners for k, v in listener.server_properties().items()}
         template = Template(resource_path("broker", "server.properties.template").read_text())
         text = template.substitute(
-            controller_port=controller_port,
+            controller_port=ports["CONTROLLER"],
             listeners=",".join(listeners),
             advertised_listeners=",".join(advertised),
             protocol_map=",".join(protocols),
@@ -447,7 +823,7 @@ class LocalBroker:
         if self.properties:
             text += "\n# Overrides\n" + "".join(f"{k}={v}\n" for k, v in self.properties.items())
         path = self.data_dir / "server.properties"
-        path.write_text(text)
+        _write_private(path, text)  # listener settings may hold secrets
         return path
 
     def _classpath(self, lib: Path) -> str:
@@ -461,60 +837,76 @@ class LocalBroker:
             return
         cluster_id_file = self.data_dir / "cluster-id"
         if not cluster_id_file.is_file():
-            cluster_id_file.write_text(new_cluster_id())
-        cluster_id = cluster_id_file.read_text().strip()
+            _write_private(cluster_id_file, new_cluster_id())
+        try:
+            cluster_id = cluster_id_file.read_text().strip()
+        except OSError as exc:
+            raise _file_error("read", cluster_id_file, exc) from None
         self.progress(f"formatting broker storage in {self.log_dirs}")
         completed = subprocess.run(
             [java, "-cp", self._classpath(lib),
              f"-Dlog4j2.configurationFile={resource_path('broker', 'log4j2.xml')}",
              f"-Dkafka.logs.dir={self.logs_dir}",
              "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties), *format_args],
-            capture_output=True, text=True, timeout=180,
+            capture_output=True, text=True, timeout=180, umask=PRIVATE_UMASK,
         )
         if completed.returncode != 0:
+            output = completed.stdout + completed.stderr
+            if "No space left on device" in output:
+                raise BrokerError(f"formatting {self.log_dirs} failed: no space left on device "
+                                  f"({_megabytes(_free_bytes(self.log_dirs))} free there)")
             raise BrokerError(
-                f"formatting {self.log_dirs} failed (exit {completed.returncode}):\n"
-                + (completed.stdout + completed.stderr)[-3000:]
+                f"formatting {self.log_dirs} failed (exit {completed.returncode}):\n" + output[-3000:]
             )
 
     def start(self, timeout: float = 180.0, format_args: list[str] | None = None) -> str:
         """Start the broker (or report the one already running here) and return its bootstrap.
 
         `format_args` go to kafka-storage `format` when the data dir is formatted (first start).
+        Everything that can be checked before Java runs is: the data dir's free space, that the
+        ports it must keep are free, Java, and the jars against their checksums.
         """
         format_args = scram_format_args(self.scram_users, self.scram_mechanisms) + list(format_args or [])
         running = self.status()
         if running:
             self.progress(f"broker already running (pid {running['pid']})")
             return running["bootstrap"]
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        previous = self.read_state()
+        self._prepare_data_dir()
+        died = self.exit_reason()
+        if died:
+            self.progress(f"note: the previous run ended without a stop: {died}")
+        plan = self._plan_ports(previous)
+        self._check_ports(plan)
         java = find_java()
         lib = fetch_jars(self.progress)
-        previous = self.read_state()
         # Credentials given at format time exist from the first moment; a data dir formatted
         # earlier gets them through the admin API once the broker is up.
         upsert_scram = bool(self.scram_users) and self._formatted()
-        last_error: BrokerError | None = None
         for attempt in range(3):
-            port, controller_port, extra_ports = self._choose_ports(previous if attempt == 0 else None)
-            properties = self._render_properties(port, controller_port, extra_ports)
+            if attempt:
+                self._fill_free_ports(plan)
+            properties = self._render_properties(plan)
             self._format_once(java, lib, properties, format_args)
             try:
-                bootstrap = self._launch(java, lib, properties, port, controller_port, extra_ports, timeout)
+                bootstrap = self._launch(java, lib, properties, plan, timeout)
             except _PortTaken as exc:
-                last_error = BrokerError(str(exc))
-                self.progress(f"port conflict ({exc}); retrying on new ports")
+                role = plan.role_of(exc.port)
+                if role in plan.kept or attempt == 2 or (role is None and plan.kept):
+                    raise self._port_taken(plan, role) if role else BrokerError(str(exc)) from None
+                # Ports picked for this start, taken by someone else meanwhile: no client knows
+                # them yet, so take others.
+                self.progress(f"port {exc.port or '?'} was taken meanwhile; trying new free ports")
+                for taken in [role] if role else list(plan.ports):
+                    plan.ports.pop(taken)
                 continue
             if upsert_scram:
                 self._upsert_scram_users(bootstrap)
             return bootstrap
-        assert last_error is not None
-        raise last_error
+        raise AssertionError("unreachable")
 
-    def _launch(self, java, lib, properties, port, controller_port, extra_ports, timeout) -> str:
-        bootstrap = f"127.0.0.1:{port}"
-        out_path = self.logs_dir / "broker.out"
+    def _launch(self, java, lib, properties, plan: "_PortPlan", timeout) -> str:
+        bootstrap = f"127.0.0.1:{plan.ports['PLAINTEXT']}"
         command = [
             java, f"-Xms{min(256, int(self.heap.rstrip('m')))}m", f"-Xmx{self.heap}", "-XX:+UseG1GC",
             "-Djava.awt.headless=true",
@@ -523,32 +915,50 @@ class LocalBroker:
             "-cp", self._classpath(lib), "kafka.Kafka", str(properties),
         ]
         self.progress(f"starting Kafka broker on {bootstrap} (data in {self.data_dir})")
-        log_offset = self.server_log.stat().st_size if self.server_log.exists() else 0
-        with open(out_path, "ab") as out:
+        # Room for the broker's last words on a full disk (see errors_log).
+        _reserve_space(self.errors_log, ERROR_LOG_RESERVE)
+        _reserve_space(self.out_log, OUT_LOG_RESERVE)
+        offsets = {path.name: _size(path) for path in (self.server_log, self.errors_log, self.out_log)}
+        try:
+            out = open(os.open(self.out_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
+        except OSError as exc:
+            raise _file_error("open", self.out_log, exc) from None
+        with out:
             # A session of its own: the broker outlives `broker start` and ignores the terminal's ^C.
+            # Its umask keeps every file it creates (logs, segments) private to the user.
             self._process = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.data_dir,
+                start_new_session=True, cwd=self.data_dir, umask=PRIVATE_UMASK,
             )
         state = {
             "pid": self._process.pid,
             "bootstrap": bootstrap,
-            "port": port,
-            "controller_port": controller_port,
-            "listener_ports": extra_ports,
+            "port": plan.ports["PLAINTEXT"],
+            "controller_port": plan.ports["CONTROLLER"],
+            "listener_ports": {listener.name: plan.ports[listener.name] for listener in self.listeners},
             "started_at": time.time(),
             "kafka_version": kafka_version(),
+            "log_offsets": offsets,
         }
-        self._write_state(state)
+        try:
+            self._write_state(state)
+        except BrokerError:
+            self._kill(self._process.pid)
+            raise
         started = time.monotonic()
         next_note = started + 5
         while True:
             code = self._process.poll()
             if code is not None:
-                log_text = self._log_since(log_offset) + out_path.read_text(errors="replace")[-2000:]
+                log_text = _read_from(self.server_log, offsets["server.log"]) + \
+                    _read_from(self.out_log, offsets["broker.out"])
                 self._mark_stopped(state)
-                if "Address already in use" in log_text or "BindException" in log_text:
-                    raise _PortTaken(f"a port of {bootstrap}/{controller_port} is taken")
+                bind = re.search(r"(?:failed to bind to|bind to) \S*?:(\d+)", log_text)
+                if bind or "Address already in use" in log_text or "BindException" in log_text:
+                    raise _PortTaken(int(bind.group(1)) if bind else 0,
+                                     f"a port of {bootstrap}/{plan.ports['CONTROLLER']} is taken")
+                if "No space left on device" in log_text + _read_from(self.errors_log, offsets["errors.log"]):
+                    raise BrokerError(self._describe_exit(state, code) + " (during start-up)")
                 raise BrokerError(
                     f"the Kafka broker exited with code {code} during start-up; "
                     f"log {self.server_log}:\n" + log_text[-3000:]
@@ -559,6 +969,7 @@ class LocalBroker:
             now = time.monotonic()
             if now - started > timeout:
                 self._kill(self._process.pid)
+                self._mark_stopped(state)
                 raise BrokerError(
                     f"the Kafka broker on {bootstrap} was not ready after {timeout:.0f} s; "
                     f"see {self.server_log}"
@@ -585,14 +996,6 @@ class LocalBroker:
         except KafkaException as exc:
             self.stop()
             raise BrokerError(f"could not set the SCRAM credentials on {bootstrap}: {exc}") from None
-
-    def _log_since(self, offset: int) -> str:
-        try:
-            with open(self.server_log, "rb") as handle:
-                handle.seek(offset)
-                return handle.read().decode(errors="replace")
-        except OSError:
-            return ""
 
     # -- stop
 
@@ -649,7 +1052,44 @@ class LocalBroker:
 
 
 class _PortTaken(Exception):
-    pass
+    """Kafka could not bind `port` (0: it did not say which)."""
+
+    def __init__(self, port: int, message: str):
+        super().__init__(message)
+        self.port = port
+
+
+class _PortPlan:
+    """Ports of one start by role ("PLAINTEXT", "CONTROLLER", listener names), and why each kept one is kept."""
+
+    def __init__(self) -> None:
+        self.ports: dict[str, int] = {}
+        self.kept: dict[str, str] = {}
+
+    def keep(self, role: str, port: int, why: str) -> None:
+        self.ports[role] = port
+        self.kept[role] = why
+
+    def role_of(self, port: int) -> str | None:
+        return next((role for role, p in self.ports.items() if p == port), None)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """What `path` gained since it was `offset` bytes long (all of it if it was rolled over)."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            handle.seek(offset if offset <= size else 0)
+            return handle.read(4 << 20).decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _quiet_logger() -> logging.Logger:
@@ -673,7 +1113,11 @@ def _broker_listed(bootstrap: str, node_id: int, timeout: float = 2.0) -> bool:
 
 
 def main_cli(action: str, data_dir: Path | None, timeout: float = 180.0) -> int:
-    """`python -m producer broker start|stop|status|fetch`."""
+    """`python -m producer broker start|stop|status|fetch`; errors are one line on stderr.
+
+    `status` exits 0 while the broker runs and 3 when it does not; when it died without a
+    stop, the line says why. (3 whatever the reason: the desktop then starts it again.)
+    """
     broker = LocalBroker(data_dir=data_dir) if data_dir else LocalBroker()
     try:
         if action == "fetch":
@@ -688,14 +1132,16 @@ def main_cli(action: str, data_dir: Path | None, timeout: float = 180.0) -> int:
             if broker.stop():
                 print("stopped", flush=True)
             else:
-                print(f"no broker running from {broker.data_dir}", flush=True)
+                died = broker.exit_reason()
+                print(f"no broker running from {broker.data_dir}" + (f" ({died})" if died else ""), flush=True)
             return 0
         if action == "status":
             state = broker.status()
             if state:
                 print(f"running bootstrap={state['bootstrap']} pid={state['pid']} data_dir={broker.data_dir}", flush=True)
                 return 0
-            print("stopped", flush=True)
+            died = broker.exit_reason()
+            print(f"stopped: {died}" if died else "stopped", flush=True)
             return 3
     except BrokerError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

@@ -76,8 +76,15 @@ def _is_auth_error(error: KafkaError) -> bool:
 def _describe_auth_error(properties: dict[str, Any], error: KafkaError) -> str:
     bootstrap = properties.get("bootstrap.servers", "?")
     if "certificate" in error.str().lower():
+        from producer import kafka_tls
+
+        # librdkafka words an unknown CA and a wrong host name alike: find out which it is.
+        problem = kafka_tls.diagnose(properties, error.str())
+        if problem is not None:
+            return kafka_tls.describe(problem, properties)
         return (f"Kafka TLS certificate of {bootstrap} could not be verified: {error.str()} "
-                f"(give the cluster's CA with -X ssl.ca.location=FILE)")
+                f"(give the cluster's CA with -X ssl.ca.location=FILE, and connect with a host name "
+                f"the certificate lists)")
     user = properties.get("sasl.username", "<no sasl.username>")
     mechanism = properties.get("sasl.mechanism", properties.get("sasl.mechanisms", "GSSAPI"))
     return (f"Kafka authentication failed for user {user!r} ({mechanism}) at {bootstrap}: {error.str()} "
@@ -91,6 +98,8 @@ def wait_for_kafka(properties: dict[str, Any], stop: threading.Event, attempt_ti
     restarting); refused credentials or an unverifiable certificate raise `KafkaAuthError`
     within a few seconds, because waiting cannot fix them.
     """
+    from producer import kafka_tls
+
     auth_errors: list[KafkaError] = []
 
     def on_error(error: KafkaError) -> None:
@@ -99,7 +108,8 @@ def wait_for_kafka(properties: dict[str, Any], stop: threading.Event, attempt_ti
         else:
             log.warning("event=kafka_error code=%s error=%s", error.name(), error.str())
 
-    admin = AdminClient({**properties, "error_cb": on_error, "logger": kafka_log})
+    admin = AdminClient({**properties, "error_cb": on_error,
+                         "logger": kafka_tls.HandshakeFailuresAtDebug(kafka_log)})
     backoff = Backoff(0.5, 15.0)
     while not stop.is_set():
         try:

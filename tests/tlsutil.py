@@ -2,6 +2,8 @@
 
     files = make_tls_files(tmp_path)                      # localhost + 127.0.0.1
     files = make_tls_files(tmp_path, hostnames=["localhost", "broker"], ips=["127.0.0.1", "::1"])
+    other = issue_server_files(files, tmp_path / "other", hostnames=["kafka.plant.invalid"], ips=[])
+                                                          # same CA, a certificate for other names
 
 Files written in `directory` (all PEM; keys are unencrypted PKCS#8, readable by the owner only):
 
@@ -34,7 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["TlsFiles", "make_tls_files"]
+__all__ = ["TlsFiles", "issue_server_files", "make_tls_files"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,46 @@ def make_tls_files(
         .sign(ca_key, hashes.SHA256())
     )
 
+    _write(directory / "ca.pem", ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write(directory / "ca.key", _pkcs8(ca_key), private=True)
+    return _write_server_files(directory, ca_key, ca_cert, hostnames, ips, days, key_type, common_name)
+
+
+def issue_server_files(
+    ca: TlsFiles,
+    directory: Path | str,
+    hostnames: Iterable[str] = ("localhost",),
+    ips: Iterable[str] = ("127.0.0.1",),
+    *,
+    days: int = 2,
+    key_type: str = "rsa",
+    common_name: str | None = None,
+) -> TlsFiles:
+    """Another server certificate signed by the CA of `ca`, written into `directory` as above.
+
+    The CA files are copied beside it, so the result is used exactly like `make_tls_files`'s;
+    e.g. a certificate for names a client does not use, trusted through the same CA file.
+    """
+    hostnames = tuple(hostnames)
+    ips = tuple(str(ipaddress.ip_address(ip)) for ip in ips)
+    if not hostnames and not ips:
+        raise ValueError("the server certificate needs at least one host name or IP address")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_cert = x509.load_pem_x509_certificate(ca.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca.ca_key.read_bytes(), password=None)
+    _write(directory / "ca.pem", ca.ca_cert.read_bytes())
+    _write(directory / "ca.key", ca.ca_key.read_bytes(), private=True)
+    return _write_server_files(directory, ca_key, ca_cert, hostnames, ips, days, key_type, common_name)
+
+
+def _write_server_files(directory: Path, ca_key, ca_cert: x509.Certificate, hostnames: tuple[str, ...],
+                        ips: tuple[str, ...], days: int, key_type: str, common_name: str | None) -> TlsFiles:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    not_before = now - datetime.timedelta(hours=1)
+    not_after = min(now + datetime.timedelta(days=days), ca_cert.not_valid_after_utc)
+    ca_name = ca_cert.subject
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     server_key = _new_key(key_type)
     subject = x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Machine Monitor tests"),
@@ -152,8 +194,6 @@ def make_tls_files(
         hostnames=hostnames,
         ips=ips,
     )
-    _write(files.ca_cert, ca_pem)
-    _write(files.ca_key, _pkcs8(ca_key), private=True)
     _write(files.server_cert, chain_pem)
     _write(files.server_key, server_key_pem, private=True)
     _write(files.server_keystore, server_key_pem + chain_pem, private=True)

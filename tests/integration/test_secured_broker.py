@@ -4,11 +4,12 @@ The test makes its own CA and broker certificate (tests/tlsutil.py) and starts i
 broker with a SASL_SSL listener (SCRAM-SHA-512, user alice) next to the PLAINTEXT one. What a
 user relies on: with the right credentials and CA every observation arrives once over the
 secured listener; a wrong password stops the service within 10 s with a message naming the
-user; and the broker certificate really is verified (no CA given, no connection).
+user; and the broker certificate really is verified: without the CA, or reaching a listener
+whose certificate is for another host name, the service exits 2 with one message saying which
+setting to change.
 """
 from __future__ import annotations
 
-import logging
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from confluent_kafka import Consumer, KafkaError, Producer
 from producer import wire
 from producer.broker import Listener, LocalBroker
 from producer.replay import ReplayAgent
-from tlsutil import make_tls_files
+from tlsutil import issue_server_files, make_tls_files
 
 pytestmark = pytest.mark.integration
 
@@ -50,23 +51,31 @@ class SecuredBroker:
             config["ssl.ca.location"] = str(self.ca_cert)
         return config
 
-    def producer_command(self, agent_url: str, prefix: str, password: str = PASSWORD) -> list[str]:
-        return [
+    def producer_command(self, agent_url: str, prefix: str, password: str = PASSWORD,
+                         with_ca: bool = True, bootstrap: str | None = None) -> list[str]:
+        command = [
             sys.executable, "-m", "producer", "run", "--agent", agent_url,
-            "--bootstrap", self.bootstrap, "--topic-prefix", prefix,
+            "--bootstrap", bootstrap or self.bootstrap, "--topic-prefix", prefix,
             "-X", "security.protocol=SASL_SSL", "-X", f"sasl.mechanism={MECHANISM}",
             "-X", f"sasl.username={USER}", "-X", f"sasl.password={password}",
-            "-X", f"ssl.ca.location={self.ca_cert}",
         ]
+        if with_ca:
+            command += ["-X", f"ssl.ca.location={self.ca_cert}"]
+        return command
 
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory):
     base = tmp_path_factory.mktemp("secured")
     tls = make_tls_files(base / "tls", key_type="ec")
+    # A second listener, same CA, with a certificate for a name no client here uses.
+    other_name = issue_server_files(tls, base / "tls-other-name", hostnames=["kafka.plant.invalid"], ips=[],
+                                    key_type="ec")
     broker = LocalBroker(
         data_dir=base / "kafka",
-        listeners=[Listener.sasl_ssl(keystore=tls.server_keystore, mechanisms=(MECHANISM,))],
+        listeners=[Listener.sasl_ssl(keystore=tls.server_keystore, mechanisms=(MECHANISM,)),
+                   Listener.sasl_ssl(keystore=other_name.server_keystore, mechanisms=(MECHANISM,),
+                                     name="OTHER_NAME")],
         scram_users={USER: PASSWORD},
         progress=lambda line: None,
     )
@@ -169,28 +178,54 @@ def test_wrong_password_fails_fast_with_a_clear_message(secured, tmp_path):
             _, stderr = process.communicate(timeout=30)
         elapsed = time.monotonic() - started
     assert not timed_out, f"the producer was still running 10 s after start with a wrong password; stderr:\n{stderr[-3000:]}"
-    assert process.returncode != 0, f"exit 0 after {elapsed:.1f} s with a wrong password; stderr:\n{stderr[-3000:]}"
+    assert process.returncode == 2, f"exit {process.returncode} after {elapsed:.1f} s with a wrong password; stderr:\n{stderr[-3000:]}"
     lines = [line for line in stderr.splitlines() if "Kafka authentication failed" in line]
     assert lines, f"no 'Kafka authentication failed' line (exit {process.returncode} after {elapsed:.1f} s):\n{stderr[-3000:]}"
     assert any(USER in line for line in lines), f"the message does not name the user {USER!r}:\n" + "\n".join(lines)
     assert PASSWORD not in stderr, "the log must never show a password"
 
 
-def test_broker_certificate_is_verified(secured):
-    # Without the test CA (so only the system CAs) the TLS handshake must fail on the certificate.
-    errors: list[KafkaError] = []
-    producer = Producer({**secured.client_config(with_ca=False), "error_cb": errors.append,
-                         "logger": _silent_logger(), "socket.timeout.ms": 5000})
-    deadline = time.monotonic() + 10
-    while not errors and time.monotonic() < deadline:
-        producer.poll(0.2)
-    del producer
-    assert errors, "no error connecting to the SASL_SSL listener without its CA"
-    assert any("certificate" in error.str().lower() for error in errors), [e.str() for e in errors]
+def _run_until_exit(command: list[str], bound: float = 60) -> tuple[int | None, str, float]:
+    """Run the product; its exit code (None if still running after `bound` s), stderr, seconds."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = process.communicate(timeout=bound)
+        return process.returncode, stderr, time.monotonic() - started
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate(timeout=30)
+        return None, stderr, time.monotonic() - started
 
 
-def _silent_logger() -> logging.Logger:
-    quiet = logging.getLogger("tests.secured.librdkafka")
-    quiet.propagate = False
-    quiet.addHandler(logging.NullHandler())
-    return quiet
+def _failure_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if " ERROR " in line or " CRITICAL " in line]
+
+
+def test_without_the_ca_the_service_exits_2_saying_to_configure_the_ca_file(secured):
+    # No ssl.ca.location: only the system trust store, which does not know the test CA.
+    with ReplayAgent(speed=10) as agent:
+        command = secured.producer_command(agent.url, f"t{uuid.uuid4().hex[:10]}.", with_ca=False)
+        code, stderr, elapsed = _run_until_exit(command)
+    assert code == 2, f"exit {code} after {elapsed:.0f} s without the CA; stderr:\n{stderr[-3000:]}"
+    errors = _failure_lines(stderr)
+    assert len(errors) == 1, "\n".join(errors) or stderr[-3000:]
+    assert "certificate" in errors[0] and "ssl.ca.location" in errors[0], errors[0]
+    assert "host name" not in errors[0], errors[0]
+    assert PASSWORD not in stderr, "the log must never show a password"
+
+
+def test_a_certificate_for_another_host_name_exits_2_saying_which_name(secured):
+    # The right CA, but this listener's certificate lists only kafka.plant.invalid, while the
+    # client reaches it as localhost (and the broker advertises 127.0.0.1).
+    bootstrap = secured.broker.listener_bootstrap("OTHER_NAME").replace("127.0.0.1", "localhost")
+    with ReplayAgent(speed=10) as agent:
+        command = secured.producer_command(agent.url, f"t{uuid.uuid4().hex[:10]}.", bootstrap=bootstrap)
+        code, stderr, elapsed = _run_until_exit(command)
+    assert code == 2, f"exit {code} after {elapsed:.0f} s with a certificate for another name; stderr:\n{stderr[-3000:]}"
+    errors = _failure_lines(stderr)
+    assert len(errors) == 1, "\n".join(errors) or stderr[-3000:]
+    assert "host name" in errors[0] and "'localhost'" in errors[0], errors[0]
+    assert "ssl.endpoint.identification.algorithm" in errors[0], errors[0]
+    assert "ssl.ca.location" not in errors[0], f"the CA is right; the message must not blame it: {errors[0]}"
+    assert PASSWORD not in stderr, "the log must never show a password"
