@@ -8,7 +8,9 @@ so plots show recent history at once. Every `consume()` call becomes at most one
 passed through a `BatchGate` so a slow GUI gets merged batches rather than a queue.
 Connection state goes to `on_status`, problems that do not stop the feed (bad records,
 broker errors) travel inside batches or to `on_status`; only an unrecoverable error
-escapes `run`, and the consumer is closed in every case.
+escapes `run`, and the consumer is closed in every case. Every record that does not match
+the schema is skipped (see `desktop.core.batch`) and logged once, with topic, partition and
+offset, through `SkippedRecordLog`, which caps how many lines a flood of bad records writes.
 
 Consumer properties are merged in one documented order: the feed's defaults, then the
 user's settings (security, any librdkafka property), then what the feed must control
@@ -24,11 +26,11 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from producer import wire
 
-from desktop.core.batch import Batch, BatchGate, Record, build_batch
+from desktop.core.batch import Batch, BatchGate, Record, SkippedRecord, build_batch
 
 DEFAULT_HISTORY_SECONDS = 600.0
 CONSUME_BATCH = 500
@@ -45,6 +47,11 @@ STOPPED = "stopped"
 
 _instance_counter = itertools.count(1)
 _kafka_log = logging.getLogger("desktop.kafka")
+log = logging.getLogger(__name__)
+
+# Skipped records logged one by one before the log switches to periodic summaries.
+SKIPPED_LOGGED_INDIVIDUALLY = 20
+SKIPPED_SUMMARY_INTERVAL = 60.0
 
 # Defaults a user setting may override.
 _DEFAULT_PROPERTIES = {
@@ -96,6 +103,48 @@ class FeedConfig:
         return properties
 
 
+class SkippedRecordLog:
+    """Logs each skipped record once: the first `individually` one line each, then at most one
+    summary line per `interval` seconds (how many more, and the latest), so a topic full of
+    garbage cannot flood the log."""
+
+    def __init__(self, logger: logging.Logger = log, individually: int = SKIPPED_LOGGED_INDIVIDUALLY,
+                 interval: float = SKIPPED_SUMMARY_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
+        self._logger = logger
+        self._individually = individually
+        self._interval = interval
+        self._clock = clock
+        self.total = 0
+        self._unreported = 0
+        self._latest: SkippedRecord | None = None
+        self._next_summary = 0.0
+
+    def add(self, skipped: Iterable[SkippedRecord], count: int) -> None:
+        """`skipped` describes the batch's skipped records (maybe not all of them); `count` is how many."""
+        described = list(skipped)
+        for index in range(count):
+            self.total += 1
+            record = described[index] if index < len(described) else None
+            if self.total <= self._individually and record is not None:
+                self._logger.warning("skipped invalid record at %s", record.describe())
+                if self.total == self._individually:
+                    self._logger.warning("further invalid records are summarised every %g s", self._interval)
+                    self._next_summary = self._clock() + self._interval
+                continue
+            self._unreported += 1
+            if record is not None:
+                self._latest = record
+        self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        if not self._unreported or (not force and self._clock() < self._next_summary):
+            return
+        latest = f"; latest at {self._latest.describe()}" if self._latest is not None else ""
+        self._logger.warning("skipped %d more invalid record(s) (%d in all)%s", self._unreported, self.total, latest)
+        self._unreported = 0
+        self._next_summary = self._clock() + self._interval
+
+
 StatusCallback = Callable[[str, str], None]
 BatchCallback = Callable[[Batch], None]
 
@@ -108,6 +157,7 @@ class Feed:
     def __init__(self, config: FeedConfig) -> None:
         self.config = config
         self.gate = BatchGate()
+        self.skipped_log = SkippedRecordLog()
         self._state = ""
         self._on_status: StatusCallback = _noop_status
         self._assign_errors: list[str] = []
@@ -236,6 +286,8 @@ class Feed:
                     self._set_status(CONNECTED, self.config.bootstrap_servers)
                 if records or problems:
                     batch = build_batch(records, self.config.topic_prefix)
+                    if batch.skipped_count:
+                        self.skipped_log.add(batch.skipped, batch.skipped_count)
                     if any(0 < (record.timestamp_ms or 0) < self._live_from_ms for record in records):
                         batch = dataclasses.replace(batch, catching_up=True)
                     if problems:
@@ -246,10 +298,12 @@ class Feed:
                 pending = self.gate.take_pending()
                 if pending is not None:
                     on_batch(pending)
+                self.skipped_log.flush()
                 if self._state in (UNREACHABLE, CONNECTING, WAITING) and time.monotonic() >= next_probe:
                     next_probe = time.monotonic() + _PROBE_INTERVAL
                     self._probe(consumer, topics)
         finally:
+            self.skipped_log.flush(force=True)
             if consumer is not None:
                 try:
                     consumer.close()
