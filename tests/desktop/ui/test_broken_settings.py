@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from desktop.core.settings import Settings, SettingsError, load_settings
 from desktop.ui import app
 from desktop.ui.settings_dialog import SettingsDialog
+from modal import when_modal
 from repo_paths import REPO_ROOT
 
 NESTED = "[" * 100_000 + "]" * 100_000
@@ -112,17 +112,6 @@ def test_the_app_process_starts_nothing_from_a_broken_file(tmp_path):
         assert not (data / "broker").exists(), output[-3000:]
         assert not (tmp_path / "shot.png").exists()
     assert (config / "settings.json").read_text().endswith('"kafka.plant.local:9092",')
-
-
-def when_modal(check, action) -> None:
-    """Once a modal widget for which `check` holds is up, run `action` on it (from its loop)."""
-    def poll() -> None:
-        widget = QApplication.activeModalWidget()
-        if widget is not None and check(widget):
-            action(widget)
-        else:
-            QTimer.singleShot(20, poll)
-    QTimer.singleShot(0, poll)
 
 
 def click(text: str):
