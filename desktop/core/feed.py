@@ -1,10 +1,14 @@
 """The Kafka feed: consume the monitor's topics and hand over one immutable batch per poll.
 
 `Feed.run` is the body of the feed thread (the Qt worker in `desktop.ui.workers` owns the
-thread). It creates the consumer lazily inside that thread, subscribes to the devices,
-agent-status and observations topics, and on assignment positions the compacted topics at
-their beginning and the observations at "now minus the history window" (`offsets_for_times`),
-so plots show recent history at once. Every `consume()` call becomes at most one batch,
+thread). It creates the consumer lazily inside that thread and assigns itself every partition
+of the devices, agent-status and observations topics - the compacted topics from their
+beginning, the observations from "now minus the history window" (`offsets_for_times`), so
+plots show recent history at once. It assigns partitions itself instead of joining a consumer
+group: every desktop reads everything, and without a group there is no coordinator to wait
+for after a broker restart (a group's rejoin held live data back for 30-45 s). Topics or
+partitions that appear later (the producer creates the topics) are found by looking at the
+cluster metadata every few seconds. Every `consume()` call becomes at most one batch,
 passed through a `BatchGate` so a slow GUI gets merged batches rather than a queue.
 Connection state goes to `on_status`, problems that do not stop the feed (bad records,
 broker errors) travel inside batches or to `on_status`; only an unrecoverable error
@@ -35,8 +39,10 @@ from desktop.core.batch import Batch, BatchGate, Record, SkippedRecord, build_ba
 DEFAULT_HISTORY_SECONDS = 600.0
 CONSUME_BATCH = 500
 CONSUME_TIMEOUT = 0.2
-# While not connected, how often to ask the cluster for metadata to notice it is back.
+# How often to look at the cluster metadata: for topics not there yet and while not
+# connected (to notice the broker is back), and, less often, for partitions added later.
 _PROBE_INTERVAL = 5.0
+_PARTITION_CHECK_INTERVAL = 30.0
 
 # Status words passed to on_status.
 CONNECTING = "connecting"
@@ -56,9 +62,9 @@ SKIPPED_SUMMARY_INTERVAL = 60.0
 # Defaults a user setting may override.
 _DEFAULT_PROPERTIES = {
     "auto.offset.reset": "earliest",
-    # Topics created after we subscribe (the producer creates them) are noticed within seconds
-    # instead of librdkafka's default 5 minutes.
     "topic.metadata.refresh.interval.ms": "5000",
+    # A broker that is back is reached within 2 s instead of up to librdkafka's 10 s.
+    "reconnect.backoff.max.ms": "2000",
     "socket.connection.setup.timeout.ms": "10000",
 }
 
@@ -163,9 +169,10 @@ class Feed:
         self._assign_errors: list[str] = []
         # Wall-clock ms when this feed started: records written before it are history.
         self._live_from_ms = 0
-        # (topic, partition) -> next offset to read, so a rebalance (a topic appearing later)
-        # resumes where we were instead of reading history twice.
+        # (topic, partition) -> next offset to read, so nothing is read twice.
         self._positions: dict[tuple[str, int], int] = {}
+        # Partitions assigned so far.
+        self._assigned: set[tuple[str, int]] = set()
 
     # -- status -------------------------------------------------------------------------
 
@@ -222,7 +229,9 @@ class Feed:
                 if located is not None:
                     # -1 (no record that new) is OFFSET_END: read what comes next.
                     partition.offset = located.offset if located.offset >= 0 else OFFSET_END
-        consumer.assign(partitions)
+        # Added to what is assigned already (assign() would replace it and lose the positions).
+        consumer.incremental_assign(partitions)
+        self._assigned.update((partition.topic, partition.partition) for partition in partitions)
         if partitions:
             self._set_status(CONNECTED, self.config.bootstrap_servers)
 
@@ -253,8 +262,8 @@ class Feed:
                 consumer = self._create_consumer()
             except KafkaException as exc:
                 raise RuntimeError(f"invalid Kafka settings: {_error_text(exc)}") from exc
-            consumer.subscribe(list(topics.values()), on_assign=self._on_assign)
-            next_probe = time.monotonic() + _PROBE_INTERVAL
+            complete = self._probe(consumer, topics)
+            next_probe = time.monotonic() + (_PARTITION_CHECK_INTERVAL if complete else _PROBE_INTERVAL)
             while not stop_event.is_set():
                 messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=CONSUME_TIMEOUT)
                 records: list[Record] = []
@@ -299,9 +308,10 @@ class Feed:
                 if pending is not None:
                     on_batch(pending)
                 self.skipped_log.flush()
-                if self._state in (UNREACHABLE, CONNECTING, WAITING) and time.monotonic() >= next_probe:
-                    next_probe = time.monotonic() + _PROBE_INTERVAL
-                    self._probe(consumer, topics)
+                if time.monotonic() >= next_probe:
+                    complete = self._probe(consumer, topics)
+                    steady = complete and self._state == CONNECTED
+                    next_probe = time.monotonic() + (_PARTITION_CHECK_INTERVAL if steady else _PROBE_INTERVAL)
         finally:
             self.skipped_log.flush(force=True)
             if consumer is not None:
@@ -311,17 +321,35 @@ class Feed:
                     pass
             self._set_status(STOPPED, "")
 
-    def _probe(self, consumer: Any, topics: Mapping[str, str]) -> None:
-        """Ask for metadata: tells "broker back" and "topics not created yet" apart."""
-        from confluent_kafka import KafkaException
+    def _probe(self, consumer: Any, topics: Mapping[str, str]) -> bool:
+        """Look at the cluster metadata: tells "broker back" and "topics not created yet" apart,
+        and assigns partitions not assigned yet. True when every topic was there."""
+        from confluent_kafka import KafkaException, TopicPartition
 
         try:
             metadata = consumer.list_topics(timeout=2.0)
         except KafkaException as exc:
-            self._set_status(UNREACHABLE, str(exc))
-            return
-        missing = [name for name in topics.values() if name not in metadata.topics]
+            # The error callback has usually said why already (refused, authentication...).
+            if self._state != UNREACHABLE:
+                error = exc.args[0] if exc.args else None
+                if error is not None and hasattr(error, "code"):
+                    self._on_kafka_error(error)
+                if self._state != UNREACHABLE:
+                    self._set_status(UNREACHABLE, _error_text(exc))
+            return False
+        missing = []
+        new = []
+        for name in topics.values():
+            topic = metadata.topics.get(name)
+            if topic is None or topic.error is not None or not topic.partitions:
+                missing.append(name)
+                continue
+            new += [TopicPartition(name, number) for number in sorted(topic.partitions)
+                    if (name, number) not in self._assigned]
+        if new:
+            self._on_assign(consumer, new)
         if missing:
             self._set_status(WAITING, "waiting for topics: " + ", ".join(missing))
         elif self._state != CONNECTED:
             self._set_status(CONNECTED, self.config.bootstrap_servers)
+        return not missing
