@@ -1,9 +1,11 @@
 """`python -m desktop`: parse the command line, then hand over to `desktop.ui.app`.
 
 Besides the GUI options, a hidden `--run-module producer ...` runs the producer's command
-line instead of the app. A PyInstaller build has no `python -m`, and `sys.executable` is
-the app itself, so this is how the frozen app starts its broker, replay agent and producer
-as child processes. It is handled before anything imports Qt.
+line instead of the app. This is how the app starts its broker, replay agent and producer as
+child processes (a PyInstaller build has no `python -m`, and `sys.executable` is the app
+itself), with a lifeline to the app so that none outlives it (see `desktop.launcher`); the
+hidden `--broker-watchdog` is the process that stops an app-started broker when the app dies.
+Both are handled before anything imports Qt.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import argparse
 import sys
 
 RUN_MODULE_FLAG = "--run-module"
+WATCHDOG_FLAG = "--broker-watchdog"
 # Modules the passthrough may run: the app's own services, nothing else.
 RUNNABLE_MODULES = ("producer",)
 
@@ -22,10 +25,9 @@ def run_module(argv: list[str]) -> int:
     module, arguments = argv[0], argv[1:]
     sys.argv = [module, *arguments]
     if module == "producer":
-        from producer.__main__ import main as producer_main
+        from desktop.launcher import run_producer_cli
 
-        result = producer_main(arguments)
-        return int(result or 0)
+        return run_producer_cli(arguments)
     return 2
 
 
@@ -47,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == [RUN_MODULE_FLAG]:
         return run_module(argv[1:])
+    if argv[:1] == [WATCHDOG_FLAG]:
+        from desktop.launcher import run_broker_watchdog
+
+        return run_broker_watchdog(argv[1:])
     parser = build_parser()
     options = parser.parse_args(argv)
     if options.after < 0:

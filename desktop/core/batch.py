@@ -1,12 +1,15 @@
 """Kafka records to immutable batches: the one unit that crosses from the feed thread to the GUI.
 
 `build_batch` decodes what one `consume()` call returned (device models, agent status,
-observations) with `producer.wire`, and turns every numeric SAMPLE into per-data-item numpy
-arrays of (epoch seconds, value), so the GUI only appends arrays to ring buffers. A record that
-cannot be decoded becomes an error naming its topic, partition and offset; the rest of the batch
-is kept. `merge` combines batches while the GUI is behind, bounded so a stalled GUI cannot
-make the backlog grow without limit, and `BatchGate` is the hand-off that decides between
-emitting a batch and merging it into the pending one.
+observations) with `producer.wire`, checks every record against the schema there, and turns
+every numeric SAMPLE into per-data-item numpy arrays of (epoch seconds, value), so the GUI only
+appends arrays to ring buffers. A record that cannot be decoded or does not match the schema is
+skipped: it never reaches the model (no tile, no state, no alarm comes from it), it is counted,
+and it is described - topic, partition, offset and what is wrong - in `Batch.skipped`; the rest
+of the batch is kept. Nothing a record holds can make `build_batch` raise. `merge` combines
+batches while the GUI is behind, bounded so a stalled GUI cannot make the backlog grow without
+limit, and `BatchGate` is the hand-off that decides between emitting a batch and merging it
+into the pending one.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ SeriesKey = tuple[str, str]  # (device uuid, data item id)
 MAX_MERGED_POINTS = 20_000
 MAX_MERGED_OBSERVATIONS = 20_000
 MAX_ERRORS = 50
+# Skipped records described in a (merged) batch; the count is always exact.
+MAX_SKIPPED = 50
 
 
 class Record(NamedTuple):
@@ -39,6 +44,18 @@ class Record(NamedTuple):
     value: bytes | None
     # The record's Kafka timestamp (ms since the epoch), when known.
     timestamp_ms: int | None = None
+
+
+class SkippedRecord(NamedTuple):
+    """A record that was not used, where it is and why."""
+
+    topic: str
+    partition: int
+    offset: int
+    problem: str
+
+    def describe(self) -> str:
+        return f"{self.topic} partition {self.partition} offset {self.offset}: {self.problem}"
 
 
 class SampleSeries(NamedTuple):
@@ -58,13 +75,17 @@ class Batch:
     samples: Mapping[SeriesKey, SampleSeries] = field(default_factory=lambda: MappingProxyType({}))
     errors: tuple[str, ...] = ()
     record_count: int = 0
+    # Records that were skipped (undecodable, or not matching the schema): the latest few, and
+    # how many in all.
+    skipped: tuple[SkippedRecord, ...] = ()
+    skipped_count: int = 0
     # True when some records were written to Kafka before the feed started (history read at
     # start-up, not live data): their alarms are listed, but only still-active ones pop up.
     catching_up: bool = False
 
     @property
     def is_empty(self) -> bool:
-        return not (self.devices or self.agent_statuses or self.observations or self.errors)
+        return not (self.devices or self.agent_statuses or self.observations or self.errors or self.skipped_count)
 
 
 def parse_timestamp(text: str) -> float:
@@ -97,8 +118,12 @@ def _where(record: Record) -> str:
     return f"{record.topic} partition {record.partition} offset {record.offset}"
 
 
+def _key_text(key: bytes | None) -> str | None:
+    return key.decode("utf-8", "replace") if key is not None else None
+
+
 def build_batch(records: Iterable[Record], topic_prefix: str = "") -> Batch:
-    """Decode records into one batch; undecodable records become errors, never exceptions."""
+    """Decode and check records into one batch; bad records are skipped, never raised."""
     devices_topic = wire.topic_name(wire.DEVICES, topic_prefix)
     status_topic = wire.topic_name(wire.AGENT_STATUS, topic_prefix)
     observations_topic = wire.topic_name(wire.OBSERVATIONS, topic_prefix)
@@ -109,53 +134,23 @@ def build_batch(records: Iterable[Record], topic_prefix: str = "") -> Batch:
     sample_times: dict[SeriesKey, list[float]] = {}
     sample_values: dict[SeriesKey, list[float]] = {}
     errors: list[str] = []
+    skipped: list[SkippedRecord] = []
+    skipped_count = 0
     count = 0
 
     for record in records:
         count += 1
+        if record.topic not in (observations_topic, devices_topic, status_topic):
+            continue  # records of other topics are not ours to interpret; they only count
         try:
-            value = wire.decode(record.value)
-        except (ValueError, UnicodeDecodeError) as exc:
-            errors.append(f"undecodable JSON at {_where(record)}: {exc}")
-            continue
-        key = record.key.decode("utf-8", "replace") if record.key is not None else None
-
-        if record.topic == observations_topic:
-            if not isinstance(value, dict) or not value.get("device_uuid") or not value.get("data_item_id"):
-                errors.append(f"not an observation at {_where(record)}: {str(value)[:120]}")
-                continue
-            if value.get("category") == "SAMPLE":
-                number = wire.numeric_value(value)
-                if number is not None:
-                    try:
-                        moment = parse_timestamp(str(value.get("timestamp")))
-                    except ValueError:
-                        # Still an observation for the machine state; only the plot loses it.
-                        errors.append(f"bad timestamp {value.get('timestamp')!r} at {_where(record)}")
-                    else:
-                        series_key = (str(value["device_uuid"]), str(value["data_item_id"]))
-                        sample_times.setdefault(series_key, []).append(moment)
-                        sample_values.setdefault(series_key, []).append(number)
-            observations.append(value)
-        elif record.topic == devices_topic:
-            if value is not None and not isinstance(value, dict):
-                errors.append(f"not a device record at {_where(record)}")
-                continue
-            uuid = key or (value or {}).get("device_uuid")
-            if not uuid:
-                errors.append(f"device record without key or device_uuid at {_where(record)}")
-                continue
-            devices.append((str(uuid), value))
-        elif record.topic == status_topic:
-            if value is not None and not isinstance(value, dict):
-                errors.append(f"not an agent status at {_where(record)}")
-                continue
-            agent = key or (value or {}).get("agent")
-            if not agent:
-                errors.append(f"agent status without key or agent at {_where(record)}")
-                continue
-            statuses.append((str(agent), value))
-        # Records of other topics are not ours to interpret; they only count.
+            problem = _take(record, observations_topic, devices_topic, devices, statuses, observations,
+                            sample_times, sample_values, errors)
+        except Exception as exc:  # noqa: BLE001 - a record must never stop the feed; it is reported
+            problem = f"could not be read ({type(exc).__name__})"
+        if problem is not None:
+            skipped_count += 1
+            if len(skipped) < MAX_SKIPPED:
+                skipped.append(SkippedRecord(record.topic, record.partition, record.offset, problem))
 
     samples = {
         series_key: SampleSeries(_frozen_array(times), _frozen_array(sample_values[series_key]))
@@ -168,7 +163,64 @@ def build_batch(records: Iterable[Record], topic_prefix: str = "") -> Batch:
         samples=MappingProxyType(samples),
         errors=tuple(errors),
         record_count=count,
+        skipped=tuple(skipped),
+        skipped_count=skipped_count,
     )
+
+
+def _take(record: Record, observations_topic: str, devices_topic: str,
+          devices: list, statuses: list, observations: list,
+          sample_times: dict[SeriesKey, list[float]], sample_values: dict[SeriesKey, list[float]],
+          errors: list[str]) -> str | None:
+    """Add one record to the batch under construction; what is wrong with it, or None."""
+    value, problem = wire.decode_record(record.value)
+    if problem is not None:
+        return problem
+    if record.topic == observations_topic:
+        if value is None:
+            return "empty value (an observation is never deleted)"
+        problem = wire.observation_problem(value)
+        if problem is not None:
+            return problem
+        if value["category"] == "SAMPLE":
+            number = wire.numeric_value(value)
+            if number is not None:
+                try:
+                    moment = parse_timestamp(value["timestamp"])
+                except (ValueError, OverflowError):
+                    # A date that does not exist (30 February): still an observation for the
+                    # machine state; only the plot loses it.
+                    errors.append(f"bad timestamp {value['timestamp'][:40]!r} at {_where(record)}")
+                else:
+                    series_key = (value["device_uuid"], value["data_item_id"])
+                    sample_times.setdefault(series_key, []).append(moment)
+                    sample_values.setdefault(series_key, []).append(number)
+        observations.append(value)
+        return None
+    key = _key_text(record.key)
+    if record.topic == devices_topic:
+        if value is not None:
+            problem = wire.device_problem(value)
+            if problem is not None:
+                return problem
+            if key is not None and key != value["device_uuid"]:
+                return f"key {key[:60]!r} is not the record's device_uuid"
+        uuid = key or (value or {}).get("device_uuid")
+        if not uuid:
+            return "a deleted device record without a key"
+        devices.append((uuid, value))
+        return None
+    if value is not None:
+        problem = wire.agent_status_problem(value)
+        if problem is not None:
+            return problem
+        if key is not None and key != value["agent"]:
+            return f"key {key[:60]!r} is not the record's agent"
+    agent = key or (value or {}).get("agent")
+    if not agent:
+        return "a deleted agent status without a key"
+    statuses.append((agent, value))
+    return None
 
 
 def _latest_by_key(pairs: Iterable[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
@@ -214,6 +266,8 @@ def merge(first: Batch | None, second: Batch, max_points: int = MAX_MERGED_POINT
         samples=MappingProxyType(samples),
         errors=(first.errors + second.errors)[-MAX_ERRORS:],
         record_count=first.record_count + second.record_count,
+        skipped=(first.skipped + second.skipped)[-MAX_SKIPPED:],
+        skipped_count=first.skipped_count + second.skipped_count,
         catching_up=first.catching_up or second.catching_up,
     )
 

@@ -1,14 +1,20 @@
 """The Kafka feed: consume the monitor's topics and hand over one immutable batch per poll.
 
 `Feed.run` is the body of the feed thread (the Qt worker in `desktop.ui.workers` owns the
-thread). It creates the consumer lazily inside that thread, subscribes to the devices,
-agent-status and observations topics, and on assignment positions the compacted topics at
-their beginning and the observations at "now minus the history window" (`offsets_for_times`),
-so plots show recent history at once. Every `consume()` call becomes at most one batch,
+thread). It creates the consumer lazily inside that thread and assigns itself every partition
+of the devices, agent-status and observations topics - the compacted topics from their
+beginning, the observations from "now minus the history window" (`offsets_for_times`), so
+plots show recent history at once. It assigns partitions itself instead of joining a consumer
+group: every desktop reads everything, and without a group there is no coordinator to wait
+for after a broker restart (a group's rejoin held live data back for 30-45 s). Topics or
+partitions that appear later (the producer creates the topics) are found by looking at the
+cluster metadata every few seconds. Every `consume()` call becomes at most one batch,
 passed through a `BatchGate` so a slow GUI gets merged batches rather than a queue.
 Connection state goes to `on_status`, problems that do not stop the feed (bad records,
 broker errors) travel inside batches or to `on_status`; only an unrecoverable error
-escapes `run`, and the consumer is closed in every case.
+escapes `run`, and the consumer is closed in every case. Every record that does not match
+the schema is skipped (see `desktop.core.batch`) and logged once, with topic, partition and
+offset, through `SkippedRecordLog`, which caps how many lines a flood of bad records writes.
 
 Consumer properties are merged in one documented order: the feed's defaults, then the
 user's settings (security, any librdkafka property), then what the feed must control
@@ -24,17 +30,19 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from producer import wire
 
-from desktop.core.batch import Batch, BatchGate, Record, build_batch
+from desktop.core.batch import Batch, BatchGate, Record, SkippedRecord, build_batch
 
 DEFAULT_HISTORY_SECONDS = 600.0
 CONSUME_BATCH = 500
 CONSUME_TIMEOUT = 0.2
-# While not connected, how often to ask the cluster for metadata to notice it is back.
+# How often to look at the cluster metadata: for topics not there yet and while not
+# connected (to notice the broker is back), and, less often, for partitions added later.
 _PROBE_INTERVAL = 5.0
+_PARTITION_CHECK_INTERVAL = 30.0
 
 # Status words passed to on_status.
 CONNECTING = "connecting"
@@ -45,13 +53,18 @@ STOPPED = "stopped"
 
 _instance_counter = itertools.count(1)
 _kafka_log = logging.getLogger("desktop.kafka")
+log = logging.getLogger(__name__)
+
+# Skipped records logged one by one before the log switches to periodic summaries.
+SKIPPED_LOGGED_INDIVIDUALLY = 20
+SKIPPED_SUMMARY_INTERVAL = 60.0
 
 # Defaults a user setting may override.
 _DEFAULT_PROPERTIES = {
     "auto.offset.reset": "earliest",
-    # Topics created after we subscribe (the producer creates them) are noticed within seconds
-    # instead of librdkafka's default 5 minutes.
     "topic.metadata.refresh.interval.ms": "5000",
+    # A broker that is back is reached within 2 s instead of up to librdkafka's 10 s.
+    "reconnect.backoff.max.ms": "2000",
     "socket.connection.setup.timeout.ms": "10000",
 }
 
@@ -96,6 +109,48 @@ class FeedConfig:
         return properties
 
 
+class SkippedRecordLog:
+    """Logs each skipped record once: the first `individually` one line each, then at most one
+    summary line per `interval` seconds (how many more, and the latest), so a topic full of
+    garbage cannot flood the log."""
+
+    def __init__(self, logger: logging.Logger = log, individually: int = SKIPPED_LOGGED_INDIVIDUALLY,
+                 interval: float = SKIPPED_SUMMARY_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
+        self._logger = logger
+        self._individually = individually
+        self._interval = interval
+        self._clock = clock
+        self.total = 0
+        self._unreported = 0
+        self._latest: SkippedRecord | None = None
+        self._next_summary = 0.0
+
+    def add(self, skipped: Iterable[SkippedRecord], count: int) -> None:
+        """`skipped` describes the batch's skipped records (maybe not all of them); `count` is how many."""
+        described = list(skipped)
+        for index in range(count):
+            self.total += 1
+            record = described[index] if index < len(described) else None
+            if self.total <= self._individually and record is not None:
+                self._logger.warning("skipped invalid record at %s", record.describe())
+                if self.total == self._individually:
+                    self._logger.warning("further invalid records are summarised every %g s", self._interval)
+                    self._next_summary = self._clock() + self._interval
+                continue
+            self._unreported += 1
+            if record is not None:
+                self._latest = record
+        self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        if not self._unreported or (not force and self._clock() < self._next_summary):
+            return
+        latest = f"; latest at {self._latest.describe()}" if self._latest is not None else ""
+        self._logger.warning("skipped %d more invalid record(s) (%d in all)%s", self._unreported, self.total, latest)
+        self._unreported = 0
+        self._next_summary = self._clock() + self._interval
+
+
 StatusCallback = Callable[[str, str], None]
 BatchCallback = Callable[[Batch], None]
 
@@ -108,14 +163,16 @@ class Feed:
     def __init__(self, config: FeedConfig) -> None:
         self.config = config
         self.gate = BatchGate()
+        self.skipped_log = SkippedRecordLog()
         self._state = ""
         self._on_status: StatusCallback = _noop_status
         self._assign_errors: list[str] = []
         # Wall-clock ms when this feed started: records written before it are history.
         self._live_from_ms = 0
-        # (topic, partition) -> next offset to read, so a rebalance (a topic appearing later)
-        # resumes where we were instead of reading history twice.
+        # (topic, partition) -> next offset to read, so nothing is read twice.
         self._positions: dict[tuple[str, int], int] = {}
+        # Partitions assigned so far.
+        self._assigned: set[tuple[str, int]] = set()
 
     # -- status -------------------------------------------------------------------------
 
@@ -172,7 +229,9 @@ class Feed:
                 if located is not None:
                     # -1 (no record that new) is OFFSET_END: read what comes next.
                     partition.offset = located.offset if located.offset >= 0 else OFFSET_END
-        consumer.assign(partitions)
+        # Added to what is assigned already (assign() would replace it and lose the positions).
+        consumer.incremental_assign(partitions)
+        self._assigned.update((partition.topic, partition.partition) for partition in partitions)
         if partitions:
             self._set_status(CONNECTED, self.config.bootstrap_servers)
 
@@ -203,8 +262,8 @@ class Feed:
                 consumer = self._create_consumer()
             except KafkaException as exc:
                 raise RuntimeError(f"invalid Kafka settings: {_error_text(exc)}") from exc
-            consumer.subscribe(list(topics.values()), on_assign=self._on_assign)
-            next_probe = time.monotonic() + _PROBE_INTERVAL
+            complete = self._probe(consumer, topics)
+            next_probe = time.monotonic() + (_PARTITION_CHECK_INTERVAL if complete else _PROBE_INTERVAL)
             while not stop_event.is_set():
                 messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=CONSUME_TIMEOUT)
                 records: list[Record] = []
@@ -236,6 +295,8 @@ class Feed:
                     self._set_status(CONNECTED, self.config.bootstrap_servers)
                 if records or problems:
                     batch = build_batch(records, self.config.topic_prefix)
+                    if batch.skipped_count:
+                        self.skipped_log.add(batch.skipped, batch.skipped_count)
                     if any(0 < (record.timestamp_ms or 0) < self._live_from_ms for record in records):
                         batch = dataclasses.replace(batch, catching_up=True)
                     if problems:
@@ -246,10 +307,13 @@ class Feed:
                 pending = self.gate.take_pending()
                 if pending is not None:
                     on_batch(pending)
-                if self._state in (UNREACHABLE, CONNECTING, WAITING) and time.monotonic() >= next_probe:
-                    next_probe = time.monotonic() + _PROBE_INTERVAL
-                    self._probe(consumer, topics)
+                self.skipped_log.flush()
+                if time.monotonic() >= next_probe:
+                    complete = self._probe(consumer, topics)
+                    steady = complete and self._state == CONNECTED
+                    next_probe = time.monotonic() + (_PARTITION_CHECK_INTERVAL if steady else _PROBE_INTERVAL)
         finally:
+            self.skipped_log.flush(force=True)
             if consumer is not None:
                 try:
                     consumer.close()
@@ -257,17 +321,35 @@ class Feed:
                     pass
             self._set_status(STOPPED, "")
 
-    def _probe(self, consumer: Any, topics: Mapping[str, str]) -> None:
-        """Ask for metadata: tells "broker back" and "topics not created yet" apart."""
-        from confluent_kafka import KafkaException
+    def _probe(self, consumer: Any, topics: Mapping[str, str]) -> bool:
+        """Look at the cluster metadata: tells "broker back" and "topics not created yet" apart,
+        and assigns partitions not assigned yet. True when every topic was there."""
+        from confluent_kafka import KafkaException, TopicPartition
 
         try:
             metadata = consumer.list_topics(timeout=2.0)
         except KafkaException as exc:
-            self._set_status(UNREACHABLE, str(exc))
-            return
-        missing = [name for name in topics.values() if name not in metadata.topics]
+            # The error callback has usually said why already (refused, authentication...).
+            if self._state != UNREACHABLE:
+                error = exc.args[0] if exc.args else None
+                if error is not None and hasattr(error, "code"):
+                    self._on_kafka_error(error)
+                if self._state != UNREACHABLE:
+                    self._set_status(UNREACHABLE, _error_text(exc))
+            return False
+        missing = []
+        new = []
+        for name in topics.values():
+            topic = metadata.topics.get(name)
+            if topic is None or topic.error is not None or not topic.partitions:
+                missing.append(name)
+                continue
+            new += [TopicPartition(name, number) for number in sorted(topic.partitions)
+                    if (name, number) not in self._assigned]
+        if new:
+            self._on_assign(consumer, new)
         if missing:
             self._set_status(WAITING, "waiting for topics: " + ", ".join(missing))
         elif self._state != CONNECTED:
             self._set_status(CONNECTED, self.config.bootstrap_servers)
+        return not missing

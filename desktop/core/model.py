@@ -73,6 +73,9 @@ class MonitorModel:
         self.last_observation_timestamp: str | None = None
         self.errors: deque[str] = deque(maxlen=20)
         self.error_count = 0
+        # Records skipped because they do not match the schema: how many, and the latest few.
+        self.skipped_count = 0
+        self.skipped: deque[str] = deque(maxlen=10)
         # device uuid -> data item id -> descriptor (from the device model, else from observations)
         self._items: dict[str, dict[str, dict[str, Any]]] = {}
         self.items_version = 0
@@ -85,6 +88,9 @@ class MonitorModel:
         self.alarm_engine.reset()
         self._items.clear()
         self.items_version += 1
+        # History is read again: its bad records will be counted again.
+        self.skipped_count = 0
+        self.skipped.clear()
 
     def apply(self, batch: Batch, now: float | None = None) -> ModelUpdate:
         now = time.time() if now is None else now
@@ -93,6 +99,9 @@ class MonitorModel:
         for message in batch.errors:
             self.errors.append(message)
         self.error_count += len(batch.errors)
+        if batch.skipped_count:
+            self.skipped_count += batch.skipped_count
+            self.skipped.extend(record.describe() for record in batch.skipped)
 
         events: list[AlarmEvent] = []
         for device_uuid, device in batch.devices:

@@ -5,8 +5,10 @@ In local mode the desktop starts three CLIs of the producer package as child pro
 `replay --port 0 --speed X` (prints `listening=URL`, runs until SIGTERM) and
 `run --agent URL --bootstrap HOST:PORT` (runs until SIGTERM). `broker status` tells whether a
 broker is already running (exit 0, `running bootstrap=...`) or not (exit 3). This module
-builds those command lines - `python -m producer ...` from a checkout, or the frozen app's own
-hidden `--run-module producer ...` passthrough inside a PyInstaller build - and reads their
+builds those command lines - the app's own hidden `--run-module producer ...` passthrough,
+as `python -m desktop --run-module producer ...` from a checkout and as the frozen app itself
+in a PyInstaller build, so every child runs on the app's lifeline (`desktop.launcher`:
+children die with the app, even a killed one) - and reads their
 output line by line. `desktop.ui.services` drives the processes with QProcess.
 """
 from __future__ import annotations
@@ -39,11 +41,15 @@ class ServiceState(str, Enum):
     FAILED = "failed"
 
 
+# Set in every child's environment: the pid of the app whose lifeline it is on.
+APP_PID_ENV = "MACHINE_MONITOR_APP_PID"
+
+
 def module_command(args: Sequence[str], module: str = PRODUCER_MODULE) -> tuple[str, list[str]]:
-    """(program, arguments) that run `python -m <module> <args>` with this interpreter or app."""
+    """(program, arguments) that run `<module> <args>` through the app's launcher."""
     if is_frozen():
         return sys.executable, [RUN_MODULE_FLAG, module, *args]
-    return sys.executable, ["-m", module, *args]
+    return sys.executable, ["-m", "desktop", RUN_MODULE_FLAG, module, *args]
 
 
 def _data_dir_args(data_dir: str | None) -> list[str]:

@@ -7,6 +7,12 @@ at an existing cluster; the security fields and any extra librdkafka properties 
 to the consumer unchanged. `validate` names the offending field in every message so the
 settings dialog (and the command line) can say exactly what is wrong.
 
+A settings file that exists but cannot be used - not a regular file, unreadable, not UTF-8,
+not JSON, or with wrong types or values - is a `SettingsError` naming the file, never a
+traceback and never a silent fall-back to the defaults (which would start local mode with
+demo data in place of the plant's cluster). `set_aside` moves such a file to
+`settings.json.bad`, so new settings can be saved without losing what the user had.
+
 The SASL password is stored in the JSON file in clear text for now; moving it to the
 system keyring is a planned step.
 """
@@ -16,6 +22,7 @@ import dataclasses
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,6 +30,9 @@ from typing import Any, Mapping
 from producer import wire
 
 SETTINGS_FILE = "settings.json"
+SET_ASIDE_SUFFIX = ".bad"
+# A settings file is a few hundred bytes; anything this large is not one.
+MAX_SETTINGS_BYTES = 1 << 20
 MODES = ("local", "remote")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -53,10 +63,17 @@ FIELD_LABELS = {
 class SettingsError(ValueError):
     """Settings that cannot be used; `problems` holds (field, message) pairs."""
 
-    def __init__(self, problems: list[tuple[str, str]], source: str = "") -> None:
+    def __init__(self, problems: list[tuple[str, str]], source: str = "", path: Path | None = None) -> None:
         self.problems = problems
+        # The settings file the problems are in (None: the command line or the dialog).
+        self.path = path
         where = f"{source}: " if source else ""
         super().__init__(where + "; ".join(message for _, message in problems))
+
+    @property
+    def problem(self) -> str:
+        """The problems without the file name, for a dialog that names the file itself."""
+        return "; ".join(message for _, message in self.problems)
 
 
 @dataclass(frozen=True)
@@ -131,7 +148,11 @@ class Settings:
             if not isinstance(extra, Mapping):
                 problems.append(("kafka_properties", "Extra Kafka properties: expected a JSON object"))
             else:
-                values["kafka_properties"] = {str(k): str(v) for k, v in extra.items()}
+                for name, value in extra.items():
+                    if isinstance(value, (dict, list)) or value is None:
+                        problems.append(("kafka_properties", f"Extra Kafka properties: {name[:60]!r} must be text or a number"))
+                if not problems:
+                    values["kafka_properties"] = {str(k): str(v) for k, v in extra.items()}
         if problems:
             raise SettingsError(problems, source)
         settings = cls(**values)
@@ -209,18 +230,64 @@ def settings_path(directory: Path) -> Path:
     return directory / SETTINGS_FILE
 
 
+def _file_error(path: Path, message: str) -> SettingsError:
+    return SettingsError([("", message)], str(path), path=path)
+
+
 def load_settings(directory: Path) -> Settings:
-    """The saved settings, or the defaults (local mode) when nothing was saved yet."""
+    """The saved settings, or the defaults (local mode) when nothing was saved yet.
+
+    Raises `SettingsError` (with `path` set) for a file that is there but cannot be used.
+    """
     path = settings_path(directory)
     try:
-        text = path.read_text(encoding="utf-8")
+        info = path.stat()
     except FileNotFoundError:
         return Settings()
+    except OSError as exc:
+        raise _file_error(path, f"cannot be read: {exc.strerror or exc}") from None
+    # Checked before opening: opening a FIFO would wait for a writer forever.
+    if stat.S_ISDIR(info.st_mode):
+        raise _file_error(path, "is a folder, not a settings file")
+    if not stat.S_ISREG(info.st_mode):
+        raise _file_error(path, "is not a regular file (a pipe, socket or device)")
+    if info.st_size > MAX_SETTINGS_BYTES:
+        raise _file_error(path, f"is {info.st_size:,} bytes, too large for a settings file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise _file_error(path, f"cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _file_error(path, f"is not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SettingsError([("", f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}")], str(path))
-    return Settings.from_json(data, source=str(path))
+        raise _file_error(path, f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
+    except (RecursionError, ValueError) as exc:
+        raise _file_error(path, f"not valid JSON: {'nested too deeply' if isinstance(exc, RecursionError) else exc}") from None
+    try:
+        return Settings.from_json(data, source=str(path))
+    except SettingsError as exc:
+        exc.path = path
+        raise
+
+
+def set_aside(directory: Path) -> Path | None:
+    """Move an unusable settings file (or folder) out of the way, keeping its content:
+    to `settings.json.bad`, or `settings.json.bad.2`... when that exists. Returns where it
+    went, or None when there was nothing to move."""
+    path = settings_path(directory)
+    if not os.path.lexists(path):
+        return None
+    target = path.with_name(path.name + SET_ASIDE_SUFFIX)
+    number = 1
+    while os.path.lexists(target):
+        number += 1
+        target = path.with_name(f"{path.name}{SET_ASIDE_SUFFIX}.{number}")
+    os.replace(path, target)
+    return target
 
 
 def save_settings(settings: Settings, directory: Path) -> Path:

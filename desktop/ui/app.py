@@ -7,6 +7,12 @@ window, and quits cleanly, stopping the child services. `run_self_test` needs no
 checks the bundled resources, starts the local broker, replay agent and producer, waits for
 observations to arrive through Kafka, stops everything and prints one PASS/FAIL line per
 check. Either way, SIGINT/SIGTERM close the app the normal way, so children are stopped.
+
+A settings file that cannot be used never lets the app carry on with the defaults (that would
+show replayed demo data instead of the plant). The GUI says which file and what is wrong, and
+offers to enter settings again - saving them keeps the old file as `settings.json.bad` - or to
+quit; `--screenshot` and `--self-test` print the message and exit non-zero, leaving the file
+as it is.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from desktop.core import paths
 from desktop.core.batch import Batch
 from desktop.core.feed import FeedConfig
 from desktop.core.services import SERVICE_LABELS, SERVICE_NAMES
-from desktop.core.settings import Settings, SettingsError, load_settings
+from desktop.core.settings import Settings, SettingsError, load_settings, save_settings, set_aside
 from desktop.ui.main_window import MainWindow
 from desktop.ui.services import LocalServices
 from desktop.ui.theme import apply_style
@@ -49,21 +55,58 @@ def _install_signal_handlers(on_signal: Callable[[], None]) -> QTimer:
     return wakeup
 
 
-def load_effective_settings(options: argparse.Namespace, report: Callable[[str], None]) -> tuple[Settings, Path]:
-    """Defaults < settings file < command line. A broken settings file is reported and the
-    defaults are used for this run (the file is left as it is, so nothing is lost)."""
+def load_effective_settings(options: argparse.Namespace) -> tuple[Settings, Path]:
+    """Defaults < settings file < command line. A settings file that cannot be used raises
+    `SettingsError` with its `path` set; nothing falls back to the defaults silently."""
     config_dir = paths.config_dir(options.config_dir)
-    try:
-        settings = load_settings(config_dir)
-    except SettingsError as exc:
-        report(f"Settings ignored, using defaults: {exc}")
-        settings = Settings()
+    settings = load_settings(config_dir)
+    return apply_command_line(settings, options), config_dir
+
+
+def apply_command_line(settings: Settings, options: argparse.Namespace) -> Settings:
     if getattr(options, "bootstrap", None):
         settings = settings.replace(mode="remote", bootstrap_servers=options.bootstrap)
     if getattr(options, "topic_prefix", None) is not None:
         settings = settings.replace(topic_prefix=options.topic_prefix)
     settings.validate("command line")
-    return settings, config_dir
+    return settings
+
+
+BROKEN_SETTINGS_TITLE = "Settings cannot be used"
+
+
+def broken_settings_text(error: SettingsError) -> str:
+    return (
+        f"Machine Monitor cannot use its settings file\n{error.path}\n\n{error.problem}\n\n"
+        "Nothing has been changed. Open Settings to enter the settings again (the file is then "
+        f"kept as {error.path.name}.bad), or quit and correct the file."
+    )
+
+
+def ask_about_broken_settings(error: SettingsError, config_dir: Path) -> Settings | None:
+    """Say which settings file is unusable and why; the settings the user enters instead
+    (saved, the old file kept aside), or None to quit."""
+    from desktop.ui.settings_dialog import SettingsDialog
+
+    box = QMessageBox(QMessageBox.Icon.Critical, BROKEN_SETTINGS_TITLE, broken_settings_text(error))
+    box.setObjectName("brokenSettingsBox")
+    open_button = box.addButton("Open Settings…", QMessageBox.ButtonRole.AcceptRole)
+    box.addButton("Quit", QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(open_button)
+    while True:
+        box.exec()
+        if box.clickedButton() is not open_button:
+            return None
+        dialog = SettingsDialog(Settings())
+        if dialog.exec() != SettingsDialog.DialogCode.Accepted or dialog.result_settings is None:
+            continue  # back to the choice: nothing was saved
+        try:
+            set_aside(config_dir)
+            save_settings(dialog.result_settings, config_dir)
+        except OSError as exc:
+            QMessageBox.critical(None, "Settings not saved", f"Could not save the settings in {config_dir}: {exc}")
+            return None
+        return dialog.result_settings
 
 
 class ScreenshotJob(QObject):
@@ -123,14 +166,23 @@ def run(options: argparse.Namespace) -> int:
     app.setApplicationName("Machine Monitor")
     app.setDesktopFileName("machine-monitor")
     apply_style(app)
-    problems: list[str] = []
     try:
-        settings, config_dir = load_effective_settings(options, problems.append)
+        settings, config_dir = load_effective_settings(options)
     except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for problem in problems:
-        print(f"warning: {problem}", file=sys.stderr)
+        if exc.path is None or options.screenshot:
+            # Nobody to ask: the message, and no data shown from settings the user did not choose.
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        config_dir = paths.config_dir(options.config_dir)
+        entered = ask_about_broken_settings(exc, config_dir)
+        if entered is None:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        try:
+            settings = apply_command_line(entered, options)
+        except SettingsError as command_line_error:
+            print(f"error: {command_line_error}", file=sys.stderr)
+            return 2
 
     services = (
         LocalServices(settings.replay_speed, settings.topic_prefix, parent=app) if settings.is_local else None
@@ -144,8 +196,6 @@ def run(options: argparse.Namespace) -> int:
         # Last line of defence (e.g. the loop was quit directly): stop children synchronously.
         app.aboutToQuit.connect(lambda: services.stop_now() if services.active else None)
     window.show()
-    if problems and not options.screenshot:
-        QMessageBox.warning(window, "Settings", "\n".join(problems))
     window.start()
     code = app.exec()
     wakeup.stop()
@@ -249,7 +299,7 @@ class SelfTest(QObject):
 def run_self_test(options: argparse.Namespace) -> int:
     app = QCoreApplication.instance() or QCoreApplication([sys.argv[0]])
     try:
-        settings, _ = load_effective_settings(options, lambda message: print(f"warning: {message}", file=sys.stderr))
+        settings, _ = load_effective_settings(options)
     except SettingsError as exc:
         print(f"FAIL settings: {exc}")
         return 1

@@ -143,10 +143,14 @@ class MainWindow(QMainWindow):
         self.services_label = QLabel(objectName="statusServices")
         self.rate_label = QLabel("0 msg/s", objectName="statusRate")
         self.last_data_label = QLabel("last data: —", objectName="statusLastData")
+        # Records that do not match the schema are never shown; how many were left out is.
+        self.skipped_label = QLabel(objectName="statusSkipped")
+        self.skipped_label.setVisible(False)
+        self._skipped_shown = 0
         status = self.statusBar()
         status.addWidget(self.progress_bar)
         status.addWidget(self.progress_label, 1)
-        for label in (self.broker_label, self.services_label, self.rate_label, self.last_data_label):
+        for label in (self.skipped_label, self.broker_label, self.services_label, self.rate_label, self.last_data_label):
             status.addPermanentWidget(label)
         self.services_label.setVisible(services is not None)
 
@@ -346,7 +350,15 @@ class MainWindow(QMainWindow):
                 received = datetime.fromtimestamp(self.model.last_data_at).strftime("%H:%M:%S")
                 self.last_data_label.setToolTip(f"received {received}; newest observation time {stamp}")
         if self.model.errors:
-            self.rate_label.setToolTip(f"{self.model.error_count} bad record(s); latest: {self.model.errors[-1]}")
+            self.rate_label.setToolTip(f"{self.model.error_count} problem(s); latest: {self.model.errors[-1]}")
+        if self.model.skipped_count != self._skipped_shown:
+            self._skipped_shown = count = self.model.skipped_count
+            self.skipped_label.setVisible(count > 0)
+            self.skipped_label.setText(f"{count:,} invalid record{'' if count == 1 else 's'} skipped")
+            self.skipped_label.setToolTip(
+                "Records that do not match the message schema (docs/messages.md) are not shown.\nLatest:\n"
+                + "\n".join(self.model.skipped)
+            )
 
     # -- settings -------------------------------------------------------------------------
 

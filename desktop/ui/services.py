@@ -9,9 +9,12 @@ starts `replay` and reads `listening=`, then starts the producer against both an
 reported as they arrive. `stop` terminates producer and replay (SIGTERM, then kill after a
 grace period) and runs `broker stop` only if this app started the broker. A producer that dies
 is restarted with backoff; a failure to start is reported with the child's last output lines.
+Every child gets this process's pid in its environment: the launcher it runs through
+(`desktop.launcher`) ties it to the app, so nothing started here outlives a killed app.
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Sequence
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
@@ -43,6 +46,8 @@ class _Child(QObject):
         environment = QProcessEnvironment.systemEnvironment()
         # Children's stdout is a pipe: without this, `listening=` would sit in a buffer.
         environment.insert("PYTHONUNBUFFERED", "1")
+        # The child's lifeline: it ends when this process does, even when it is killed.
+        environment.insert(contract.APP_PID_ENV, str(os.getpid()))
         self.process.setProcessEnvironment(environment)
         self._stdout = LineReader()
         self._stderr = LineReader()

@@ -2,7 +2,17 @@
 down (feed thread joined, services stopped) at the end of each test."""
 from __future__ import annotations
 
+import socket
+
 import pytest
+
+
+@pytest.fixture
+def closed_port() -> str:
+    """`127.0.0.1:PORT` where nothing listens: a port the system just handed out, then freed."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
 
 
 @pytest.fixture

@@ -54,14 +54,14 @@ def test_topics_of_another_prefix_are_not_interpreted(devices):
     assert len(batch.devices) == len(devices)
 
 
-def test_undecodable_record_is_an_error_naming_where_and_the_rest_is_kept(devices, mazak03_observations):
+def test_undecodable_record_is_skipped_naming_where_and_the_rest_is_kept(devices, mazak03_observations):
     good = testing.records(observations=mazak03_observations[:3], topic_prefix=PREFIX)
     topic = wire.topic_name(wire.OBSERVATIONS, PREFIX)
     bad = Record(topic, 2, 4711, b"mtc_adapter004", b"{not json")
     batch = build_batch([good[0], bad, *good[1:]], PREFIX)
-    assert len(batch.observations) == 3
-    assert len(batch.errors) == 1
-    assert f"{topic} partition 2 offset 4711" in batch.errors[0]
+    assert batch.observations == tuple(mazak03_observations[:3])
+    assert batch.skipped_count == 1 and batch.errors == ()
+    assert batch.skipped[0].describe().startswith(f"{topic} partition 2 offset 4711: not valid JSON")
 
 
 def test_device_tombstone_and_agent_status(devices):

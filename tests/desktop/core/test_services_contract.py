@@ -6,11 +6,11 @@ import sys
 from desktop.core import services
 
 
-def test_commands_run_the_producer_module_with_this_interpreter(monkeypatch):
+def test_commands_run_the_producer_cli_through_the_apps_launcher(monkeypatch):
     monkeypatch.delattr(sys, "frozen", raising=False)
     program, arguments = services.module_command(services.replay_args(1.0))
     assert program == sys.executable
-    assert arguments == ["-m", "producer", "replay", "--port", "0", "--speed", "1", "--start", "19:00:00"]
+    assert arguments == ["-m", "desktop", "--run-module", "producer", "replay", "--port", "0", "--speed", "1", "--start", "19:00:00"]
 
 
 def test_frozen_app_runs_its_own_passthrough(monkeypatch):

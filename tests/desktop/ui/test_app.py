@@ -56,14 +56,14 @@ def test_screenshot_job_gives_up_without_data(make_window, qtbot, tmp_path, caps
 
 STAND_IN_CLI = textwrap.dedent(
     r'''
-    import signal, sys, time
+    import os, signal, sys, time
     args = sys.argv[1:]
     if args[:2] == ["broker", "status"]:
         print("stopped"); sys.exit(3)
     if args[:2] == ["broker", "start"]:
         print("fetching Kafka jars (first run only)", flush=True)
         time.sleep(0.3)
-        print("bootstrap=127.0.0.1:9"); sys.exit(0)   # port 9 (discard): nothing answers Kafka there
+        print("bootstrap=" + os.environ["STAND_IN_BOOTSTRAP"]); sys.exit(0)   # nothing listens there
     if args[:2] == ["broker", "stop"]:
         sys.exit(0)
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
@@ -75,7 +75,9 @@ STAND_IN_CLI = textwrap.dedent(
 )
 
 
-def test_local_mode_window_starts_services_then_the_feed_and_stops_them_on_close(make_window, qtbot, tmp_path):
+def test_local_mode_window_starts_services_then_the_feed_and_stops_them_on_close(make_window, qtbot, tmp_path,
+                                                                                closed_port, monkeypatch):
+    monkeypatch.setenv("STAND_IN_BOOTSTRAP", closed_port)
     script = tmp_path / "stand_in_cli.py"
     script.write_text(STAND_IN_CLI)
     services = LocalServices(command_for=lambda args: (sys.executable, [str(script), *args]), stop_grace=2.0)
@@ -86,7 +88,7 @@ def test_local_mode_window_starts_services_then_the_feed_and_stops_them_on_close
     with qtbot.waitSignal(services.services_started, timeout=20_000):
         window.start()
     assert any("downloading" in text or "fetching Kafka jars" in text for text in progress)
-    assert window.worker is not None and window.worker.config.bootstrap_servers == "127.0.0.1:9"
+    assert window.worker is not None and window.worker.config.bootstrap_servers == closed_port
     qtbot.waitUntil(lambda: "Local: broker running, replay running, producer running" == window.services_label.text())
     # Nothing speaks Kafka there: the status bar says so instead of hanging silently.
     qtbot.waitUntil(lambda: window.broker_label.text().startswith("Kafka: unreachable"), timeout=20_000)

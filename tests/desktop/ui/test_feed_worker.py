@@ -1,14 +1,16 @@
 """The feed thread's failure path and reconnecting with new settings (no broker needed:
-the client rejects the configuration, or nothing listens at the address)."""
+the client rejects the configuration, or nothing listens at the address: a free port)."""
 from __future__ import annotations
+
+import socket
 
 from desktop.core.feed import FeedConfig
 from desktop.core.settings import Settings
 from desktop.ui.workers import FeedWorker
 
 
-def test_a_failing_feed_reports_instead_of_dying_silently(qtbot, styled_qapp):
-    worker = FeedWorker(FeedConfig("127.0.0.1:9", kafka_properties={"no.such.property": "1"}))
+def test_a_failing_feed_reports_instead_of_dying_silently(qtbot, styled_qapp, closed_port):
+    worker = FeedWorker(FeedConfig(closed_port, kafka_properties={"no.such.property": "1"}))
     with qtbot.waitSignal(worker.feed_failed, timeout=10_000) as failed:
         worker.start()
     assert "invalid Kafka settings" in failed.args[0] and "no.such.property" in failed.args[0]
@@ -16,8 +18,8 @@ def test_a_failing_feed_reports_instead_of_dying_silently(qtbot, styled_qapp):
     assert worker.stop()
 
 
-def test_window_shows_the_failure_and_retries(make_window, qtbot):
-    window = make_window(Settings(mode="remote", bootstrap_servers="127.0.0.1:9", kafka_properties={"no.such.property": "1"}))
+def test_window_shows_the_failure_and_retries(make_window, qtbot, closed_port):
+    window = make_window(Settings(mode="remote", bootstrap_servers=closed_port, kafka_properties={"no.such.property": "1"}))
     window.show()
     window.start()
     first = window.worker
@@ -28,13 +30,16 @@ def test_window_shows_the_failure_and_retries(make_window, qtbot):
     qtbot.waitUntil(lambda: window.worker is not first, timeout=10_000)  # a new feed after the delay
 
 
-def test_apply_settings_reconnects_with_the_new_cluster(make_window, qtbot):
-    window = make_window(Settings(mode="remote", bootstrap_servers="127.0.0.1:9"))
+def test_apply_settings_reconnects_with_the_new_cluster(make_window, qtbot, closed_port):
+    window = make_window(Settings(mode="remote", bootstrap_servers=closed_port))
     window.show()
     window.start()
-    assert window.worker.config.bootstrap_servers == "127.0.0.1:9"
-    window.apply_settings(Settings(mode="remote", bootstrap_servers="127.0.0.1:7", topic_prefix="plant2."))
-    qtbot.waitUntil(lambda: window.worker is not None and window.worker.config.bootstrap_servers == "127.0.0.1:7")
+    assert window.worker.config.bootstrap_servers == closed_port
+    with socket.socket() as probe:  # a second address where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        other = f"127.0.0.1:{probe.getsockname()[1]}"
+    window.apply_settings(Settings(mode="remote", bootstrap_servers=other, topic_prefix="plant2."))
+    qtbot.waitUntil(lambda: window.worker is not None and window.worker.config.bootstrap_servers == other)
     assert window.worker.config.topic_prefix == "plant2."
     assert window.worker.running
 

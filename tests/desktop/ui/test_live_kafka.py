@@ -49,29 +49,44 @@ def test_live_window_shows_devices_plot_and_the_recorded_fault(make_window, qtbo
     assert window.model.error_count == 0, list(window.model.errors)
 
 
-def test_window_started_later_reads_recent_history(make_window, qtbot, nist_chain, kafka_broker):
-    # Let the chain write for a while before anyone is watching.
-    from confluent_kafka import Consumer
+def test_window_started_later_reads_the_last_ten_minutes_and_marks_them_as_history(make_window, qtbot, kafka_broker,
+                                                                                   topic_prefix):
+    """Records written before the window existed: those of the last 10 minutes arrive (marked
+    as history, so cleared alarms do not pop up), older ones do not; live ones follow."""
+    import time
 
-    from producer import wire
+    import recorded_nist as testing
+    from kafka_records import create_topics, device_messages, mazak03_observations, observation_messages, produce
 
-    probe = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": f"probe-{nist_chain.prefix}",
-                      "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
-    probe.subscribe([nist_chain.prefix + wire.OBSERVATIONS])
-    seen = 0
-    try:
-        def enough() -> bool:
-            nonlocal seen
-            seen += sum(1 for m in probe.consume(num_messages=500, timeout=0.5) if m.error() is None)
-            return seen >= 200
-        qtbot.waitUntil(enough, timeout=120_000)
-    finally:
-        probe.close()
+    client = {"bootstrap.servers": kafka_broker.bootstrap}
+    create_topics(client, topic_prefix)
+    devices = testing.load_devices()
+    day = mazak03_observations(devices, last_line=3000)
+    old, recent, live = day[:800], day[800:2000], day[2000:]
+    now_ms = int(time.time() * 1000)
+    # Kafka timestamps decide the history window: 20 minutes ago is outside it, 5 minutes inside.
+    produce(client, device_messages(devices, topic_prefix, now_ms - 20 * 60_000)
+            + observation_messages(old, topic_prefix, now_ms - 20 * 60_000)
+            + observation_messages(recent, topic_prefix, now_ms - 5 * 60_000))
 
-    window = make_window(remote_settings(kafka_broker, nist_chain.prefix))
+    window = make_window(remote_settings(kafka_broker, topic_prefix))
+    assert window.history_seconds == 600
+    batches = []
+    ingest = window.ingest
+    window.ingest = lambda batch: (batches.append(batch), ingest(batch))
     window.show()
-    with qtbot.waitSignal(window.first_observations_received, timeout=90_000):
+    with qtbot.waitSignal(window.first_observations_received, timeout=60_000):
         window.start()
-    # History arrives at once: all machines, and observations from before the window existed.
-    qtbot.waitUntil(lambda: len(window.overview.tiles) == 8, timeout=60_000)
-    qtbot.waitUntil(lambda: window.model.observation_count >= seen, timeout=60_000)
+
+    def sequences(history: bool | None = None) -> list[int]:
+        return [o["sequence"] for b in batches for o in b.observations if history is None or b.catching_up == history]
+
+    qtbot.waitUntil(lambda: len(sequences()) >= len(recent), timeout=60_000)
+    # Devices are compacted state: all of them, however old.
+    qtbot.waitUntil(lambda: len(window.overview.tiles) == len(devices), timeout=30_000)
+    produce(client, observation_messages(live, topic_prefix))
+    qtbot.waitUntil(lambda: len(sequences()) >= len(recent) + len(live), timeout=60_000)
+
+    assert sequences() == [o["sequence"] for o in recent + live], "not exactly the last 10 minutes and the live data"
+    assert sequences(history=True) == [o["sequence"] for o in recent], "history not marked as catching up"
+    assert sequences(history=False) == [o["sequence"] for o in live]

@@ -48,3 +48,55 @@ def test_form_starts_from_the_given_settings(qtbot, styled_qapp):
     dialog = SettingsDialog(settings)
     qtbot.addWidget(dialog)
     assert dialog.settings_from_form() == settings
+
+
+def test_settings_saved_in_the_dialog_are_there_after_a_restart(make_window, qtbot, tmp_path):
+    import argparse
+    import socket
+
+    from desktop.ui.app import load_effective_settings
+    from desktop.ui.main_window import MainWindow
+    from modal import when_modal
+
+    config = tmp_path / "config"
+    ca = tmp_path / "plant-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    with socket.socket() as probe:  # a port nothing listens on: the window reconnects there
+        probe.bind(("127.0.0.1", 0))
+        bootstrap = f"127.0.0.1:{probe.getsockname()[1]}"
+    window = make_window(Settings(), config_dir=config)
+
+    def fill_and_save(dialog: SettingsDialog) -> None:
+        dialog.mode_combo.setCurrentIndex(dialog.mode_combo.findData("remote"))
+        dialog.bootstrap_edit.setText(bootstrap)
+        dialog.prefix_edit.setText("plant7.")
+        dialog.security_combo.setCurrentText("SASL_SSL")
+        dialog.mechanism_combo.setCurrentText("SCRAM-SHA-512")
+        dialog.username_edit.setText("desk-7")
+        dialog.password_edit.setText("pa55 word")
+        dialog.ca_edit.setText(str(ca))
+        dialog.properties_edit.setPlainText("client.id=desk-7\nfetch.wait.max.ms=250")
+        dialog._on_save_clicked()
+
+    when_modal(lambda widget: isinstance(widget, SettingsDialog), fill_and_save)
+    window.open_settings()
+    typed = {"mode": "remote", "bootstrap_servers": bootstrap, "topic_prefix": "plant7.",
+             "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "desk-7",
+             "sasl_password": "pa55 word", "ssl_ca_location": str(ca),
+             "kafka_properties": {"client.id": "desk-7", "fetch.wait.max.ms": "250"}}
+    qtbot.waitUntil(lambda: window.worker is not None and window.worker.config.bootstrap_servers == bootstrap,
+                    timeout=20_000)
+
+    # A restart: the settings come from the folder alone, as the next `python -m desktop` reads them.
+    options = argparse.Namespace(config_dir=str(config), bootstrap=None, topic_prefix=None)
+    restarted, _ = load_effective_settings(options)
+    assert {name: getattr(restarted, name) for name in typed if name != "kafka_properties"} == \
+        {name: value for name, value in typed.items() if name != "kafka_properties"}
+    assert dict(restarted.kafka_properties) == typed["kafka_properties"]
+    again = MainWindow(restarted, config_dir=config)
+    qtbot.addWidget(again)
+    form = SettingsDialog(again.settings)
+    qtbot.addWidget(form)
+    assert form.bootstrap_edit.text() == bootstrap and form.username_edit.text() == "desk-7"
+    assert form.security_combo.currentText() == "SASL_SSL" and form.password_edit.text() == "pa55 word"
+    assert form.settings_from_form() == restarted
