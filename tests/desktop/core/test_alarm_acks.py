@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-import test_alarm_support as support
+import alarm_support as support
 from desktop.core.alarms import AlarmEngine, AlarmState
 from desktop.core.alarms.acks import AckBook, AckOutbox, merge_ack_values, read_ack_records
 from producer import wire

@@ -1,12 +1,12 @@
 """The alarm engine over recorded NIST data: conditions, ids, states, chattering, flood.
 
-Expected alarms come from the tests' own reading of the SHDR lines (test_alarm_support),
+Expected alarms come from the tests' own reading of the SHDR lines (alarm_support),
 never from the engine's code."""
 from __future__ import annotations
 
 import pytest
 
-import test_alarm_support as support
+import alarm_support as support
 from desktop.core.alarms import AlarmEngine, AlarmState
 from desktop.core.alarms.timeutil import parse_timestamp
 

@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 import recorded_nist as testing
-import test_alarm_support as support
+import alarm_support as support
 from desktop.core.alarms import AlarmEngine, AlarmJournal, AlarmState, default_journal_path
 from desktop.core.model import MonitorModel
 from repo_paths import REPO_ROOT
@@ -94,7 +94,7 @@ def test_default_journal_lives_in_the_per_user_data_folder():
 _WRITER = textwrap.dedent("""
     import sys, itertools
     sys.path[:0] = [{repo!r}, {tests!r}, {core!r}]
-    import test_alarm_support as support
+    import alarm_support as support
     from desktop.core.alarms import AlarmEngine, AlarmJournal
     journal = AlarmJournal({path!r})
     engine = AlarmEngine()

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-import test_alarm_support as support
+import alarm_support as support
 from desktop.core.alarms import AlarmEngine, AlarmJournal
 from desktop.core.alarms.kpis import compute_kpis, journal_kpis, shift_intervals
 from desktop.core.alarms.rules import EngineSettings, Shift

@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import recorded_nist as testing
-import test_alarm_support as support
+from producer import wire
+import alarm_support as support
 import desktop.core.alarms
 from desktop.core.alarms import AlarmEngine, AlarmJournal, load_rules, default_rules_path
 from desktop.core.model import MonitorModel
@@ -38,7 +39,7 @@ def test_model_tick_raises_offline_and_shared_records_acknowledge():
     model = MonitorModel(rules=load_rules(default_rules_path()), station="cell-1")
     mazak03 = support.day("Mazak03", last_line=200)
     agent = mazak03[0]["agent"]
-    status = {"agent": agent, "state": "unreachable", "since": "1970-01-01T00:00:10Z", "last_error": "timed out"}
+    status = wire.agent_status_value(agent, "unreachable", "1970-01-01T00:00:10Z", "timed out")
     model.apply(testing.batch_of(support.devices(), mazak03, agent_statuses=[status]), now=20.0)
     assert model.tick(now=39.0).alarm_events == ()
     update = model.tick(now=41.0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import recorded_nist as testing
-import test_alarm_support as support
+import alarm_support as support
 from desktop.core.alarms import AlarmState
 from desktop.core.alarms.timeutil import format_epoch
 

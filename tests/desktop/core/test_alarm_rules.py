@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import recorded_nist as testing
-import test_alarm_support as support
+import alarm_support as support
 from desktop.core.alarms import AlarmEngine, RulesError, default_rules_path, load_rules, parse_rules
 from desktop.core.alarms.rules import parse_duration
 
