@@ -40,16 +40,20 @@ def read_agents(properties: dict[str, Any], prefix: str, timeout: float = 30.0) 
     return agents
 
 
-def _partitions_of(properties: dict[str, Any], prefix: str, agent: str, timeout: float = 30.0) -> set[int]:
-    """Every partition that ever held a record of `agent` (within what compaction kept).
+def _partitions_of(properties: dict[str, Any], prefix: str, agent: str,
+                   timeout: float = 30.0) -> tuple[set[int], set[int]]:
+    """(partitions that hold a record of `agent`, those where its latest record is not a tombstone).
 
     A topic created a moment ago may not have its partition leaders yet: that is waited for."""
     key = wire.agent_key(agent)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return {message.partition() for message in read_to_end(properties, wire.topic_name(wire.AGENTS, prefix))
-                    if message.key() == key}
+            latest: dict[int, bool] = {}
+            for message in read_to_end(properties, wire.topic_name(wire.AGENTS, prefix)):
+                if message.key() == key:
+                    latest[message.partition()] = message.value() is not None
+            return set(latest), {partition for partition, present in latest.items() if present}
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             retriable = getattr(error, "retriable", lambda: False)() or "leader" in str(exc).lower()
@@ -92,13 +96,13 @@ def add_agent(properties: dict[str, Any], prefix: str, agent: str, settings: dic
         raise ValueError(f"agent {agent!r}: the URL must start with http:// or https://")
     value = wire.encode(wire.agent_entry_value(agent, settings, updated_at, updated_by))
     ensure_topics(properties, prefix, agents_partitions=agents_partitions)
-    return _write(properties, prefix, agent, value, _partitions_of(properties, prefix, agent))
+    return _write(properties, prefix, agent, value, _partitions_of(properties, prefix, agent)[0])
 
 
 def remove_agent(properties: dict[str, Any], prefix: str, agent: str) -> list[int]:
     """Remove `agent` from the list (a tombstone in every partition that held it); [] if it was not there."""
     agent = wire.normalise_agent_url(agent)
-    partitions = _partitions_of(properties, prefix, agent)
+    partitions = _partitions_of(properties, prefix, agent)[1]
     if not partitions:
         return []
     return _write(properties, prefix, agent, None, partitions)
