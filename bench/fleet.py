@@ -176,7 +176,9 @@ def run(broker: LocalBroker, agents: int, work: Path) -> dict:
                                    f"{producer_log.read_text()[-3000:]}")
             threads = max(threads, status_field(producer.pid, "Threads"))
             if start_s is None and now - spawned > START_TIMEOUT_S:
-                raise RuntimeError(f"only {len(followed)} of {agents} agents followed after {START_TIMEOUT_S:.0f} s")
+                missing = sorted(set(urls) - followed)
+                raise RuntimeError(f"only {len(followed)} of {agents} agents followed after {START_TIMEOUT_S:.0f} s; "
+                                   f"not: {missing[:5]}")
             if window_end is not None and now > window_end + DRAIN_S:
                 break
             for message in consumer.consume(num_messages=10000, timeout=0.2):
@@ -253,8 +255,10 @@ def main() -> int:
         f"{confluent_kafka.libversion()[0]}, Apache Kafka {kafka_version()}")
     log(f"load average at start (1/5/15 min): {loadavg()}")
     results = []
+    keep = os.environ.get("BENCH_FLEET_KEEP")  # a folder to keep the logs in
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as folder:
-        work = Path(folder)
+        work = Path(keep) if keep else Path(folder)
+        work.mkdir(parents=True, exist_ok=True)
         broker = LocalBroker(data_dir=work / "kafka", progress=lambda line: None)
         broker.start(timeout=180)
         try:

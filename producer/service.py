@@ -185,10 +185,14 @@ class ProducerService:
             self.group = AgentGroup(self.config, self.engine)
             self.group.start()
         else:
-            for lane_id, (transactional_id, agents) in static_lanes(self.config).items():
-                self.engine.open_lane(lane_id, transactional_id, fenced_pause_s=random.uniform(0.5, 2.0))
-                for agent in agents:
-                    self.engine.add_agent(agent, lane_id)
+            lanes = static_lanes(self.config)
+            opened = [self.engine.open_lane(lane_id, transactional_id, fenced_pause_s=random.uniform(0.5, 2.0),
+                                            start=False)
+                      for lane_id, (transactional_id, _) in lanes.items()]
+            self.engine.apply_agent_changes([(agent, lane_id, "add", {})
+                                             for lane_id, (_, agents) in lanes.items() for agent in agents])
+            for lane in opened:
+                lane.start()
         self._started = True
         return True
 
@@ -203,6 +207,7 @@ class ProducerService:
             raise
         last = time.monotonic()
         last_count = 0
+        last_commits, last_commit_s = 0, 0.0
         code = 0
         while not self._stop.wait(0.5):
             crashed = self.engine.crashed_lanes() if self.engine is not None else []
@@ -215,9 +220,15 @@ class ProducerService:
             if now - last >= report_every:
                 published = self.published
                 rate = (published - last_count) / (now - last)
-                log.info("event=progress agents=%d published=%d obs_per_s=%.0f threads=%d",
-                         len(self.followers), published, rate, threading.active_count())
+                commits, commit_s = self.engine.lane_totals()
+                done = max(0, commits - last_commits)
+                log.info("event=progress agents=%d published=%d obs_per_s=%.0f lanes=%d commits_per_s=%.1f "
+                         "commit_ms=%.0f loop_lag_ms=%.0f", len(self.followers), published, rate,
+                         len(self.engine.lanes), done / (now - last),
+                         1000 * max(0.0, commit_s - last_commit_s) / done if done else 0.0,
+                         1000 * self.engine.take_max_lag())
                 last, last_count = now, published
+                last_commits, last_commit_s = commits, commit_s
         failed = [f for f in self.followers if f.failure is not None]
         self._shutdown()
         self._finished.set()
@@ -252,9 +263,9 @@ def run_cli(args) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    agents = ",".join(config.agents) if len(config.agents) <= 10 else f"{len(config.agents)} agents"
     log.info("event=starting agents=%s group=%s bootstrap=%s topic_prefix=%r",
-             ",".join(config.agents), config.group, config.kafka_properties().get("bootstrap.servers"),
-             config.topic_prefix)
+             agents, config.group, config.kafka_properties().get("bootstrap.servers"), config.topic_prefix)
     try:
         return service.run()
     except KafkaAuthError as exc:

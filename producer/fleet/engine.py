@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,6 +26,10 @@ from producer.mtconnect.aioclient import AsyncAgentClient, make_session
 from producer.topics import CheckpointStore
 
 log = logging.getLogger("producer.service")
+
+# Followers connecting (probe, current) at the same time.
+SETUP_CONCURRENCY = 32
+SWITCH_INTERVAL_S = 0.0005
 
 
 def raise_open_file_limit(wanted: int) -> int:
@@ -53,6 +58,9 @@ class FleetEngine:
         self.lanes: dict[str, Lane] = {}
         self._lanes_lock = threading.Lock()
         self._session = None
+        self._setup: asyncio.Semaphore | None = None
+        self._lag_task: asyncio.Task | None = None
+        self.max_lag_s = 0.0
         self.published = 0
         self.started_at: dict[str, float] = {}
 
@@ -60,6 +68,11 @@ class FleetEngine:
 
     def start(self) -> None:
         raise_open_file_limit(65536)
+        # The loop gives up the interpreter lock many times per part (socket reads, lxml's
+        # parse) and must win it back from the lanes each time; with the default 5 ms switch
+        # interval it waits behind a lane's transaction fill again and again and falls seconds
+        # behind. A shorter interval costs the lanes little and keeps the loop on time.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._open_session(), self.loop).result(30)
 
@@ -69,10 +82,35 @@ class FleetEngine:
 
     async def _open_session(self) -> None:
         self._session = make_session()
+        self._setup = asyncio.Semaphore(SETUP_CONCURRENCY)
+        self._lag_task = self.loop.create_task(self._watch_lag())
+
+    async def _watch_lag(self) -> None:
+        """How late the loop runs what is due: the worst lag since the last progress line."""
+        while True:
+            started = self.loop.time()
+            await asyncio.sleep(0.25)
+            self.max_lag_s = max(self.max_lag_s, self.loop.time() - started - 0.25)
+
+    def take_max_lag(self) -> float:
+        lag, self.max_lag_s = self.max_lag_s, 0.0
+        return lag
+
+    def base_interval_ms(self) -> int:
+        """The shortest stream interval worth asking for with this many agents: at most
+        `max_parts_per_s` parts per second for the whole process (each part costs a read and a
+        parse whatever it holds), so more agents get fewer, fuller parts."""
+        return -(-1000 * len(self.followers) // self.config.max_parts_per_s)
 
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    def lane_totals(self) -> tuple[int, float]:
+        """(transactions committed, seconds spent committing them) by every lane open now."""
+        with self._lanes_lock:
+            lanes = list(self.lanes.values())
+        return sum(lane.commits for lane in lanes), sum(lane.commit_seconds for lane in lanes)
 
     def crashed_lanes(self) -> list[str]:
         with self._lanes_lock:
@@ -105,13 +143,18 @@ class FleetEngine:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _close_session(self) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     # -- lanes
 
-    def open_lane(self, lane_id: str, transactional_id: str, fenced_pause_s: float = 1.0) -> Lane:
+    def open_lane(self, lane_id: str, transactional_id: str, fenced_pause_s: float = 1.0,
+                  start: bool = True) -> Lane:
+        """The lane `lane_id`, created if new; `start=False` leaves it to the caller to start it
+        (after attaching its agents, so that one checkpoint read serves them all)."""
         with self._lanes_lock:
             lane = self.lanes.get(lane_id)
             if lane is not None:
@@ -119,7 +162,8 @@ class FleetEngine:
             lane = Lane(lane_id, transactional_id, self.config, self.checkpoints, self.loop, self._on_committed,
                         fenced_pause_s)
             self.lanes[lane_id] = lane
-        lane.start()
+        if start:
+            lane.start()
         return lane
 
     def close_lane(self, lane_id: str, timeout: float = 15.0) -> None:
@@ -188,7 +232,8 @@ class FleetEngine:
         client = AsyncAgentClient(agent, self._session, verify=follower_settings.verify_tls,
                                   timeout=(5.0, follower_settings.http_timeout_s),
                                   stream_idle_s=follower_settings.stream_idle_s, parse_executor=self._executor)
-        follower = AgentFollower(agent, follower_settings, lane, client)
+        follower = AgentFollower(agent, follower_settings, lane, client, base_interval_ms=self.base_interval_ms,
+                                 setup=self._setup)
         self.followers[agent] = follower
         self._lane_of[agent] = lane_id
         self._settings_of[agent] = settings

@@ -41,8 +41,16 @@ from producer.topics import MAX_DEVICE_RECORD_BYTES, Checkpoint
 
 log = logging.getLogger("producer.service")
 
-# A stream with this many complete parts waiting behind the one just read has fallen behind.
-BACKLOG_PARTS = 8
+# A stream with this many complete parts waiting behind the one just read has fallen behind
+# (about three seconds of parts at the usual interval).
+BACKLOG_PARTS = 32
+# A follower that had to catch up asks for parts half as often, up to this interval; after
+# `CALM_S` of streaming without falling behind it asks twice as often again, down to its base.
+MAX_INTERVAL_MS = 2000
+CALM_S = 60.0
+# Device models up to this size are committed with other agents' batches; larger ones alone,
+# so that a cluster refusing them costs nothing else.
+SOLO_DEVICES_BYTES = 1_000_000
 
 
 def utc_now_iso() -> str:
@@ -81,7 +89,7 @@ class AgentFollower:
     """Follows one agent into its lane (see the module docstring); lives on the event loop."""
 
     def __init__(self, agent: str, settings: FollowerSettings, lane: Lane, client: AsyncAgentClient,
-                 max_inflight_batches: int = 32):
+                 max_inflight_batches: int = 32, base_interval_ms=None, setup: asyncio.Semaphore | None = None):
         self.agent = agent.rstrip("/")
         self.settings = settings
         self.lane = lane
@@ -108,6 +116,12 @@ class AgentFollower:
         self.failure: BaseException | None = None
         self.published = 0
         self.catch_ups = 0
+        # The interval a stream is asked for: the agent's setting, widened when the process follows
+        # so many agents that parts this small would cost more than the observations in them
+        # (`base_interval_ms`, a callable), and doubled for a while after falling behind.
+        self._base_interval = base_interval_ms or (lambda: settings.interval_ms)
+        self._interval_ms = settings.interval_ms
+        self._setup = setup
 
     # -- driven by the lane (through the loop)
 
@@ -199,8 +213,9 @@ class AgentFollower:
         if not changed:
             return
         records = [(wire.DEVICES, wire.device_key(device), value) for device, value in changed]
+        solo = sum(len(value) for _, value in changed) > SOLO_DEVICES_BYTES
         try:
-            await self._submit([], None, None, records=records, solo=True, wait=True)
+            await self._submit([], None, None, records=records, solo=solo, wait=True)
         except DeviceModelsRefused as exc:
             # The cluster refuses records this big on the devices topic: say so once, follow on.
             log.error("agent=%s event=device_models_refused error=%s (the models are not published; "
@@ -262,14 +277,19 @@ class AgentFollower:
         another instanceId than their streams); a disagreement is logged, never acted on.
         """
         client = self.client
-        devices = await client.probe()
+        # Connecting is the expensive part of following (a device model to parse, a current
+        # document): a process that starts a thousand followers does it a few dozen at a time.
+        setup = self._setup or _NO_LIMIT
+        async with setup:
+            devices = await client.probe()
         self._probe_instance = devices.header.instance_id
         # Agents refuse a `count` above their buffer size (cppagent answers INVALID_REQUEST).
         buffer_size = devices.header.buffer_size
         self._count = min(self.settings.count, buffer_size) if buffer_size else self.settings.count
         await self._publish_devices(devices)
         if self._submitted is None:
-            current = await client.current()
+            async with setup:
+                current = await client.current()
             instance_id = current.header.instance_id
             cursor = current.header.next_sequence
             self._note_instance(instance_id)
@@ -312,8 +332,13 @@ class AgentFollower:
         instance_id = self._submitted.instance_id
         flowing = False
         settings = self.settings
+        loop = asyncio.get_running_loop()
         while not self._stopped:
-            parts = self.client.stream(cursor, count=self._count, interval_ms=settings.interval_ms,
+            base = max(settings.interval_ms, self._base_interval())
+            self._interval_ms = max(self._interval_ms, base)
+            opened = loop.time()
+            reopening = False
+            parts = self.client.stream(cursor, count=self._count, interval_ms=self._interval_ms,
                                        heartbeat_ms=settings.heartbeat_ms)
             try:
                 async for part in parts:
@@ -325,12 +350,22 @@ class AgentFollower:
                         backoff.reset()
                     if self.client.pending_parts >= BACKLOG_PARTS and len(part.observations) < self._count:
                         raise _CatchUp()
+                    if self._interval_ms > base and loop.time() - opened > CALM_S:
+                        self._interval_ms = max(base, self._interval_ms // 2)
+                        log.info("agent=%s event=stream_interval interval_ms=%d (keeping up again)",
+                                 self.agent, self._interval_ms)
+                        reopening = True
+                        break  # reopened below with the shorter interval
+                    if self._interval_ms < max(settings.interval_ms, self._base_interval()):
+                        reopening = True
+                        break  # the process follows more agents now: reopened with the wider interval
             except _CatchUp:
                 await parts.aclose()
                 self.catch_ups += 1
+                self._interval_ms = min(MAX_INTERVAL_MS, max(base, 2 * self._interval_ms))
                 log.info("agent=%s event=catch_up next_sequence=%d waiting_parts=%d: reading pages of up to %d "
-                         "observations until the agent's newest", self.agent, cursor, self.client.pending_parts,
-                         self._count)
+                         "observations until the agent's newest, then parts every %d ms", self.agent, cursor,
+                         self.client.pending_parts, self._count, self._interval_ms)
                 cursor = await self._catch_up(cursor, instance_id)
                 continue
             except AgentError as exc:
@@ -345,8 +380,9 @@ class AgentFollower:
                 continue
             finally:
                 await parts.aclose()
-            # The agent closed the stream (idle timeout, restart): resume from the cursor.
-            log.info("agent=%s event=stream_closed next_sequence=%d", self.agent, cursor)
+            if not reopening:
+                # The agent closed the stream (idle timeout, restart): resume from the cursor.
+                log.info("agent=%s event=stream_closed next_sequence=%d", self.agent, cursor)
 
     async def _catch_up(self, cursor: int, instance_id: int) -> int:
         """`sample?from=&count=` pages from the cursor until the agent's newest observation."""
@@ -475,6 +511,17 @@ class AgentFollower:
                                       [wire.gap_value(self.agent, instance_id, cursor, first - 1, "OUT_OF_RANGE")])
             return first
         return await self._handle_part(page, cursor, instance_id)
+
+
+class _NoLimit:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc_info) -> None:
+        return None
+
+
+_NO_LIMIT = _NoLimit()
 
 
 def _error_kind(error: BaseException | str | None) -> str | None:

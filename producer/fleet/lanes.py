@@ -113,9 +113,13 @@ class Lane:
         self._fenced = False
         self._delivery_errors: list[str] = []
         self._last_commit = 0.0
+        # Set once the cluster refused a device model in a shared transaction: from then on
+        # device models are committed alone.
+        self._devices_alone = False
         self._topics = {base: wire.topic_name(base, self.prefix)
                         for base in (wire.OBSERVATIONS, wire.GAPS, wire.CHECKPOINTS, wire.DEVICES, wire.AGENT_STATUS)}
         self.commits = 0
+        self.commit_seconds = 0.0  # spent in commit_transaction, for the progress log
         self.failures = 0
         self.thread = threading.Thread(target=self._run, name=f"lane {lane_id}", daemon=True)
 
@@ -151,9 +155,13 @@ class Lane:
         with self._condition:
             current = batch.epoch == self._epoch and self._members.get(batch.agent) is batch.follower
             if current and not self._closing.is_set():
+                # The lane sleeps on an empty queue or until its commit interval is up: only an
+                # empty queue becoming non-empty, or a full transaction's worth, needs waking it.
+                wake = not self._queue
                 self._queue.append(batch)
                 self._queued_observations += len(batch.observations)
-                self._condition.notify_all()
+                if wake or self._queued_observations >= self._max_records:
+                    self._condition.notify_all()
                 return
         self._fail([batch], Resync("the lane started again; the batch is read again"))
 
@@ -331,7 +339,7 @@ class Lane:
                     stale.append(self._queue.popleft())
                     self._queued_observations -= len(batch.observations)
                     continue
-                if batch.solo:
+                if batch.solo or (self._devices_alone and _carries_devices(batch)):
                     if not batches:
                         batches.append(self._queue.popleft())
                     break
@@ -449,6 +457,7 @@ class Lane:
             self._resync(batches, Resync(f"producing failed: {exc}"))
             return False
         backoff = Backoff(0.2, 5.0)
+        committing = time.monotonic()
         while True:
             try:
                 producer.commit_transaction(30)
@@ -469,7 +478,11 @@ class Lane:
                           "(continuing from the committed checkpoints)",
                           self.lane_id, error.str(), "; ".join(self._delivery_errors[:3]) or "none")
                 refused = [e for e in self._delivery_errors if "too large" in e.lower()]
-                if len(batches) == 1 and batches[0].solo and refused:
+                if refused and any(_carries_devices(b) for b in batches) and not self._devices_alone:
+                    log.warning("lane=%s event=devices_alone: the cluster refused a record as too large; device "
+                                "models are committed on their own from now on", self.lane_id)
+                    self._devices_alone = True
+                if len(batches) == 1 and _carries_devices(batches[0]) and refused:
                     self._abort(exc)
                     if self._producer is not None:
                         # Only the device models were in it: nothing else needs to start again.
@@ -479,6 +492,7 @@ class Lane:
                 self._resync(batches, Resync(error.str()))
                 return False
         self.commits += 1
+        self.commit_seconds += time.monotonic() - committing
         for batch in batches:
             if batch.next_sequence is not None:
                 self._committed[batch.agent] = Checkpoint(batch.instance_id, batch.next_sequence)
@@ -518,6 +532,10 @@ class Lane:
         waiters = [batch.waiter for batch in batches if batch.waiter is not None]
         if waiters:
             self._loop.call_soon_threadsafe(_resolve, waiters, outcome)
+
+
+def _carries_devices(batch: Batch) -> bool:
+    return any(base == wire.DEVICES for base, _, _ in batch.records)
 
 
 def _resolve(waiters: list[asyncio.Future], outcome: BaseException | None) -> None:
