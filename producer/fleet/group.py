@@ -50,7 +50,9 @@ def agent_settings(value: Any) -> dict[str, Any]:
     """The settings of an agent record's value; ValueError names what is wrong."""
     if not isinstance(value, dict):
         raise ValueError("the value is not a JSON object")
-    settings = value.get("settings") or {}
+    settings = value.get("settings")
+    if settings is None:
+        settings = {}
     if not isinstance(settings, dict):
         raise ValueError("`settings` is not a JSON object")
     unknown = set(settings) - set(wire.AGENT_SETTINGS)
