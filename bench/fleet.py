@@ -175,10 +175,12 @@ def run(broker: LocalBroker, agents: int, work: Path) -> dict:
                 raise RuntimeError(f"the producer exited with {producer.returncode}: "
                                    f"{producer_log.read_text()[-3000:]}")
             threads = max(threads, status_field(producer.pid, "Threads"))
-            if start_s is None and now - spawned > START_TIMEOUT_S:
-                missing = sorted(set(urls) - followed)
-                raise RuntimeError(f"only {len(followed)} of {agents} agents followed after {START_TIMEOUT_S:.0f} s; "
-                                   f"not: {missing[:5]}")
+            if start_s is None and window_start is None and now - spawned > START_TIMEOUT_S:
+                # Measured all the same, and reported as not every agent followed.
+                log(f"   only {len(followed)} of {agents} agents followed after {START_TIMEOUT_S:.0f} s; "
+                    f"measuring the window anyway")
+                window_start = now + 1.0
+                window_end = window_start + WINDOW_S
             if window_end is not None and now > window_end + DRAIN_S:
                 break
             for message in consumer.consume(num_messages=10000, timeout=0.2):
@@ -192,7 +194,7 @@ def run(broker: LocalBroker, agents: int, work: Path) -> dict:
                     duplicates += 1
                 last_sequence[agent] = sequence
                 generated = epoch_of(observation["timestamp"])
-                if start_s is None:
+                if window_start is None:
                     if generated >= spawned:
                         followed.add(agent)
                         if len(followed) == agents:
@@ -200,6 +202,8 @@ def run(broker: LocalBroker, agents: int, work: Path) -> dict:
                             window_start = arrived + 1.0
                             window_end = window_start + WINDOW_S
                     continue
+                if generated >= spawned:
+                    followed.add(agent)
                 if window_start <= generated < window_end:
                     committed += 1
                     latencies.append(arrived - generated)
@@ -227,7 +231,8 @@ def run(broker: LocalBroker, agents: int, work: Path) -> dict:
             "max_ms": max(latencies) * 1000 if latencies else float("nan"),
             "threads": threads,
             "rss_mb": rss_mb,
-            "start_s": start_s,
+            "start_s": start_s if start_s is not None else float("nan"),
+            "followed": len(followed),
             "producer_cores": (p1 - p0) / elapsed,
             "broker_cores": (b1 - b0) / elapsed,
             "simulator_cores": (s1 - s0) / elapsed,
@@ -272,16 +277,17 @@ def main() -> int:
             broker.stop()
     log("")
     log("| agents | offered obs/s | committed obs/s | p50 ms | p99 ms | max ms | threads | peak RSS MB | start s "
-        "| producer cores | broker cores | simulator cores | load (1 min) |")
-    log("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        "| followed | producer cores | broker cores | simulator cores | load (1 min) |")
+    log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         log(f"| {r['agents']} | {r['offered']:,.0f} | {r['committed']:,.0f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
-            f"{r['max_ms']:.0f} | {r['threads']} | {r['rss_mb']:.0f} | {r['start_s']:.1f} | {r['producer_cores']:.2f} | "
-            f"{r['broker_cores']:.2f} | {r['simulator_cores']:.2f} | {r['load']} |")
+            f"{r['max_ms']:.0f} | {r['threads']} | {r['rss_mb']:.0f} | {r['start_s']:.1f} | {r['followed']} | "
+            f"{r['producer_cores']:.2f} | {r['broker_cores']:.2f} | {r['simulator_cores']:.2f} | {r['load']} |")
     log(f"load average at end (1/5/15 min): {loadavg()}")
     largest = max(results, key=lambda r: r["agents"])
     ok = (largest["committed"] >= 0.98 * largest["offered"] and largest["p99_ms"] <= 1000
-          and largest["rss_mb"] <= 1024 and largest["threads"] <= 64 and largest["start_s"] <= 30)
+          and largest["rss_mb"] <= 1024 and largest["threads"] <= 64 and largest["start_s"] <= 30
+          and largest["followed"] == largest["agents"])
     log(f"targets at {largest['agents']} agents (committed = offered, p99 <= 1 s, RSS <= 1 GB, threads <= 64, "
         f"followed within 30 s): {'met' if ok else 'NOT met'}; duplicates {sum(r['duplicates'] for r in results)}")
     log(f"BENCH fleet agents={largest['agents']} offered_obs_per_s={largest['offered']:.0f} "
