@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import ssl
 from concurrent.futures import Executor
 from typing import Any, AsyncIterator, Callable
@@ -152,7 +154,7 @@ class AsyncAgentClient:
                 raise AgentUnreachable(f"{url}: TLS failed: {exc}") from exc
             except aiohttp.ClientConnectorError as exc:
                 # Named as the blocking client names it, so a refused agent reads the same in both.
-                raise AgentUnreachable(f"{url}: ConnectionError: {exc}") from exc
+                raise AgentUnreachable(f"{url}: ConnectionError: {_connect_failure(exc)}") from exc
             except (aiohttp.ClientError, OSError, ValueError) as exc:
                 raise AgentUnreachable(f"{url}: {type(exc).__name__}: {exc}") from exc
             target = _redirect_target(response)
@@ -354,3 +356,17 @@ def _redirect_target(response: aiohttp.ClientResponse) -> str | None:
         return None
     location = response.headers.get("Location")
     return urljoin(str(response.url), location) if location else None
+
+
+def _connect_failure(exc: aiohttp.ClientConnectorError) -> str:
+    """The operating system's words for a failed connect (`Connection refused`), as the blocking client says them.
+
+    asyncio words a refused connect as "Connect call failed ('127.0.0.1', 8080)"; the errno behind it
+    says what the user can act on.
+    """
+    error = exc.os_error
+    if isinstance(error, socket.gaierror):
+        return "the agent's host name could not be resolved"
+    if error is not None and error.errno:
+        return os.strerror(error.errno)
+    return str(exc)
