@@ -138,6 +138,12 @@ def jars_dir() -> Path:
     return user_cache_dir() / f"kafka-{kafka_version()}" / "lib"
 
 
+def bundled_jars_dir() -> Path | None:
+    """The classpath an installed app carries (`kafka/lib` in a PyInstaller build), if any."""
+    root = getattr(sys, "_MEIPASS", None)
+    return Path(root) / "kafka" / "lib" if root else None
+
+
 def _pom_digest() -> str:
     return hashlib.sha256(pom_path().read_bytes()).hexdigest()
 
@@ -209,13 +215,22 @@ def jars_ready(lib: Path | None = None) -> bool:
 
 
 def fetch_jars(progress: Progress = _print_progress, refresh: bool = False) -> Path:
-    """Assemble the broker classpath with Maven into the per-user cache, verified against checksums.
+    """The broker classpath: the one an installed app carries, else assembled with Maven into
+    the per-user cache, verified against checksums.
 
     A cache already present is checked jar by jar against the SHA-256 recorded when it was
     fetched; a damaged or incomplete one is fetched again (it is only a cache), and `refresh`
     fetches it again in any case. Maven runs with strict checksums, so a download that does
     not match Maven Central's checksum fails instead of landing in the cache.
     """
+    bundled = bundled_jars_dir()
+    if bundled is not None and not refresh and jars_ready(bundled):
+        # Checked like the cache: an installation can be damaged too, and then the cache
+        # (or Maven) is the way out.
+        problem = jars_problem(bundled)
+        if problem is None:
+            return bundled
+        progress(f"the Kafka jars of this installation are damaged: {problem}; using the per-user cache")
     lib = jars_dir()
     if not refresh and jars_ready(lib):
         problem = jars_problem(lib)
@@ -880,6 +895,7 @@ class LocalBroker:
         self._check_ports(plan)
         java = find_java()
         lib = fetch_jars(self.progress)
+        self.progress(f"Java: {java}; broker jars: {lib}")
         # Credentials given at format time exist from the first moment; a data dir formatted
         # earlier gets them through the admin API once the broker is up.
         upsert_scram = bool(self.scram_users) and self._formatted()
