@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.after < 0:
         parser.error("--after must not be negative")
 
+    from desktop.ui import crash_log
+
+    crash_log.install()  # from here on an unexpected error leaves a crash log and says where
     from desktop.ui import app
 
     if options.self_test:
