@@ -221,6 +221,9 @@ WIZARD_STYLE = """
 QWizard QLabel, QWizard QRadioButton { color: #d0d7de; }
 QWizard QLabel#choiceDetail { color: #8b949e; }
 QWizard QRadioButton { font-weight: 600; }
+QWizard QRadioButton::indicator { width: 12px; height: 12px; border-radius: 8px;
+                                  border: 2px solid #8b949e; background: #0f1318; }
+QWizard QRadioButton::indicator:checked { background: #4dabf7; border-color: #d0d7de; }
 """
 
 
