@@ -67,7 +67,7 @@ def window_mapped(display: int) -> bool:
     """A top-level window titled Machine Monitor... is on the screen (mapped and viewable)."""
     tree = subprocess.run(["xwininfo", "-root", "-tree", "-display", f":{display}"], capture_output=True).stdout
     for line in tree.splitlines():
-        fields = line.split()
+        fields = line.split(None, 1)
         if len(fields) > 1 and fields[0].startswith(b"0x") and fields[1].startswith(b'"' + WINDOW_TITLE):
             info = subprocess.run(["xwininfo", "-id", fields[0].decode(), "-display", f":{display}"],
                                   capture_output=True).stdout
