@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 POLL_S = 0.02
-TIMEOUT_S = 240.0
+TIMEOUT_S = 600.0  # a loaded machine can take minutes
 WINDOW_TITLE = b"Machine Monitor"
 
 
