@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test bench venv system-deps jars clean screenshot
+.PHONY: run test bench venv system-deps jars clean screenshot bundle install-desktop
 
 $(STAMP): pyproject.toml
 	@echo "== setting up Python environment in $(VENV)"
@@ -37,6 +37,16 @@ bench: venv system-deps jars
 
 screenshot: venv system-deps jars
 	QT_QPA_PLATFORM=offscreen $(PY) -m desktop --screenshot shot.png --after 20
+
+# The installed app: dist/MachineMonitor/ (one folder with its own Java runtime and broker jars).
+bundle: venv system-deps jars
+	$(PY) -m PyInstaller build.spec --noconfirm
+	@du -sh dist/MachineMonitor
+
+# The app in this user's desktop menu, with its icon (freedesktop desktop entry).
+install-desktop:
+	@[ -x dist/MachineMonitor/MachineMonitor ] || $(MAKE) bundle
+	bash dist/MachineMonitor/_internal/resources/desktop/install.sh dist/MachineMonitor
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

@@ -5,7 +5,8 @@ line instead of the app. This is how the app starts its broker, replay agent and
 child processes (a PyInstaller build has no `python -m`, and `sys.executable` is the app
 itself), with a lifeline to the app so that none outlives it (see `desktop.launcher`); the
 hidden `--broker-watchdog` is the process that stops an app-started broker when the app dies.
-Both are handled before anything imports Qt.
+Both are handled before anything imports Qt, as is `producer ...` (the producer's command line
+without the lifeline), which lets the installed app run its services headless.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import argparse
 import sys
 
 RUN_MODULE_FLAG = "--run-module"
+SERVICE_COMMAND = "producer"
 WATCHDOG_FLAG = "--broker-watchdog"
 # Modules the passthrough may run: the app's own services, nothing else.
 RUNNABLE_MODULES = ("producer",)
@@ -49,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == [RUN_MODULE_FLAG]:
         return run_module(argv[1:])
+    if argv[:1] == [SERVICE_COMMAND]:
+        # The installed app as a headless service: `MachineMonitor producer run ...`.
+        return run_module(argv)
     if argv[:1] == [WATCHDOG_FLAG]:
         from desktop.launcher import run_broker_watchdog
 
@@ -58,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.after < 0:
         parser.error("--after must not be negative")
 
+    from desktop.ui import crash_log
+
+    crash_log.install()  # from here on an unexpected error leaves a crash log and says where
     from desktop.ui import app
 
     if options.self_test:

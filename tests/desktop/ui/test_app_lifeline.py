@@ -67,6 +67,9 @@ class App:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> subprocess.Popen:
+        # The settings of someone past the first-run wizard: the defaults, local mode.
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        (self.config_dir / "settings.json").write_text("{}")
         env = {**os.environ, "QT_QPA_PLATFORM": "offscreen",
                "MACHINE_MONITOR_DATA_DIR": str(self.data_dir), "MACHINE_MONITOR_CONFIG_DIR": str(self.config_dir)}
         with open(self.log, "wb") as log:
