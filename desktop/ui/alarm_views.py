@@ -441,6 +441,7 @@ class KpiView(QWidget):
         self.bad_actors.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.breakdown = QTableWidget(0, len(self.BREAKDOWN_COLUMNS))
         self.breakdown.setHorizontalHeaderLabels(self.BREAKDOWN_COLUMNS)
+        self.breakdown.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.breakdown.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for table in (self.bad_actors, self.breakdown):
             table.verticalHeader().hide()
