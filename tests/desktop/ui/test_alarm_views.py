@@ -13,14 +13,13 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog, QDialogButtonBox
 
+# The recorded-day helpers and the tests' own SHDR reading live beside the core tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 import alarm_support as support  # noqa: E402
 from desktop.core.alarms import AlarmEngine, AlarmJournal  # noqa: E402
 from desktop.core.alarms.kpis import journal_kpis  # noqa: E402
 from desktop.ui.alarm_views import STATE_COLORS, ActiveAlarmsView, JournalView, KpiView, NoteDialog, ShelveDialog  # noqa: E402
 from modal import when_modal  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 @pytest.fixture(scope="module")
