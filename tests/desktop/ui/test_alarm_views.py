@@ -23,16 +23,21 @@ from modal import when_modal  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def day_events():
+def mazak03():
+    return support.day("Mazak03")
+
+
+@pytest.fixture(scope="module")
+def day_events(mazak03):
     engine = AlarmEngine()
-    events = engine.process(support.day("Mazak03"), now=0.0)
+    events = engine.process(mazak03, now=0.0)
     return engine, events
 
 
 @pytest.fixture
-def engine_after_day():
+def engine_after_day(mazak03):
     engine = AlarmEngine()
-    engine.process(support.day("Mazak03"), now=0.0)
+    engine.process(mazak03, now=0.0)
     return engine
 
 
@@ -53,11 +58,11 @@ def cell(view: ActiveAlarmsView, row: int, column: int, role=Qt.ItemDataRole.Dis
     return view.model.data(view.model.index(row, column), role)
 
 
-def test_the_table_lists_every_alarm_waiting_for_someone_unacknowledged_on_top(qtbot, styled_qapp):
+def test_the_table_lists_every_alarm_waiting_for_someone_unacknowledged_on_top(qtbot, styled_qapp, mazak03):
     activations = support.condition_activations("Mazak03")
     last = max(activations, key=lambda a: support.epoch(a.timestamp))
     engine = AlarmEngine()
-    engine.process([o for o in support.day("Mazak03") if support.epoch(o["timestamp"]) <= support.epoch(last.timestamp)],
+    engine.process([o for o in mazak03 if support.epoch(o["timestamp"]) <= support.epoch(last.timestamp)],
                    now=0.0)
     view = ActiveAlarmsView()
     qtbot.addWidget(view)
