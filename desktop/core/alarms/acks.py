@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from producer import wire
 
-from desktop.core.alarms.timeutil import format_epoch
+from desktop.core.alarms.timeutil import format_epoch, parse_timestamp
 
 
 def _ack_order(ack: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -105,19 +105,78 @@ class AckBook:
         return repaired
 
 
+# Longest alarm id accepted from the topic: ids are `{device_uuid}/{rule_id}/{16 hex}`.
+MAX_ALARM_ID_LENGTH = 1000
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return type(value).__name__
+
+
+def _optional_text(part: Mapping[str, Any], names: tuple[str, ...], where: str = "") -> str | None:
+    for name in names:
+        field = part.get(name)
+        if field is not None and not isinstance(field, str):
+            return f"{where}{name}: {_type_name(field)} where text or null belongs"
+    return None
+
+
+def _time_problem(part: Mapping[str, Any], name: str, where: str) -> str | None:
+    if parse_timestamp(part.get(name)) is None:
+        return f"{where}{name}: {_type_name(part.get(name))} where an ISO-8601 time belongs"
+    return None
+
+
 def validate_ack_value(value: Any) -> str | None:
-    """Why a decoded record cannot be applied, or None when it can."""
+    """Why a decoded record cannot be applied (naming the field), or None when it can.
+
+    Every field the engine and the journal use is checked for its type, so a record from the
+    topic, whoever wrote it, can neither stop the model nor put an object where the journal
+    stores text. Fields not described in `producer.wire` are accepted (newer writers)."""
     if not isinstance(value, Mapping):
-        return "not a JSON object"
-    if not isinstance(value.get("alarm_id"), str) or not value["alarm_id"]:
-        return "no alarm_id"
-    for key in ("acknowledged", "shelve"):
-        part = value.get(key)
-        if part is not None and (not isinstance(part, Mapping) or not isinstance(part.get("at"), str)):
-            return f"{key} must be an object with an 'at' time"
+        return f"{_type_name(value)} where a JSON object belongs"
+    alarm_id = value.get("alarm_id")
+    if not isinstance(alarm_id, str):
+        return "alarm_id: missing" if alarm_id is None else f"alarm_id: {_type_name(alarm_id)} where text belongs"
+    if not alarm_id.strip():
+        return "alarm_id: empty"
+    if len(alarm_id) > MAX_ALARM_ID_LENGTH:
+        return f"alarm_id: longer than {MAX_ALARM_ID_LENGTH} characters"
+    problem = _optional_text(value, ("device_uuid", "rule_id", "record_id", "station", "written_at"))
+    if problem:
+        return problem
+    ack = value.get("acknowledged")
+    if ack is not None:
+        if not isinstance(ack, Mapping):
+            return f"acknowledged: {_type_name(ack)} where an object or null belongs"
+        problem = _time_problem(ack, "at", "acknowledged.") or _optional_text(ack, ("by", "station", "note"), "acknowledged.")
+        if problem:
+            return problem
     shelve = value.get("shelve")
-    if shelve and shelve.get("state") not in (wire.SHELVED, wire.UNSHELVED):
-        return "shelve.state must be 'shelved' or 'unshelved'"
+    if shelve is not None:
+        if not isinstance(shelve, Mapping):
+            return f"shelve: {_type_name(shelve)} where an object or null belongs"
+        if shelve.get("state") not in (wire.SHELVED, wire.UNSHELVED):
+            return "shelve.state: must be 'shelved' or 'unshelved'"
+        problem = _time_problem(shelve, "at", "shelve.") or _optional_text(shelve, ("until", "reason", "by", "station"), "shelve.")
+        if problem:
+            return problem
+        if shelve["state"] == wire.SHELVED:
+            problem = _time_problem(shelve, "until", "shelve.")
+            if problem:
+                return problem + " (a shelve ends at a time)"
     return None
 
 
@@ -279,20 +338,32 @@ class AckOutbox:
         self.close()
 
 
+def ack_record_problem(key: bytes | None, payload: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
+    """One `monitor.alarm-acks` record as Kafka holds it: (the checked record, None), (None,
+    None) for a tombstone (an alarm's shared state deleted: nothing to apply), or (None, why
+    it cannot be used). Nothing a record holds makes this raise."""
+    if payload is None:
+        return None, None
+    value, problem = wire.decode_record(payload)
+    if problem is not None:
+        return None, problem
+    problem = validate_ack_value(value)  # a JSON `null` value is no tombstone: it is refused here
+    if problem is not None:
+        return None, problem
+    if key is not None and key != wire.alarm_ack_key(value["alarm_id"]):
+        # The topic is compacted by key: a record under another alarm's key would replace
+        # that alarm's shared state.
+        return None, f"key {key[:80].decode('utf-8', 'replace')!r} is not the record's alarm_id"
+    return dict(value), None
+
+
 def read_ack_records(consumer_messages: Iterable[Any]) -> tuple[list[dict[str, Any]], list[str]]:
     """Decoded, checked ack records from Kafka messages, and an error naming each bad one."""
     records, errors = [], []
     for message in consumer_messages:
-        if message.value() is None:
-            continue  # a tombstone: the alarm's shared state was deleted
-        try:
-            value = wire.decode(message.value())
-        except ValueError as exc:
-            errors.append(f"{message.topic()} partition {message.partition()} offset {message.offset()}: not JSON ({exc})")
-            continue
-        problem = validate_ack_value(value)
-        if problem:
+        record, problem = ack_record_problem(message.key(), message.value())
+        if problem is not None:
             errors.append(f"{message.topic()} partition {message.partition()} offset {message.offset()}: {problem}")
-            continue
-        records.append(value)
+        elif record is not None:
+            records.append(record)
     return records, errors

@@ -331,10 +331,22 @@ class AlarmEngine:
             device.agent = observation.get("agent") or device.agent
             for rule in self._offline_rules:
                 point = self._points.get((rule.id, device_uuid, ""))
-                if point is not None and point.alarm is not None:
+                if point is not None and point.alarm is not None and self._ends_outage(point.alarm, observation):
                     self._clear(point.alarm, format_epoch(now), now, detail="back online")
         self._wall_checks(now)
         return self._finish()
+
+    @staticmethod
+    def _ends_outage(live: _Live, observation: Mapping[str, Any]) -> bool:
+        """Whether data from the device ends its offline alarm. For an agent reported
+        unreachable, only data stamped at or after the moment it became unreachable does:
+        history read at start-up (older data, in any order with the status records) must not
+        show a machine online whose agent is still away. A timestamp that cannot be read
+        counts as new; an agent whose clock lags is cleared by its `connected` status."""
+        if not live.activation.startswith("agent:"):
+            return True
+        stamp = parse_timestamp(observation.get("timestamp"))
+        return stamp is None or stamp >= live.activated_epoch - (live.point.rule.after or 0)
 
     def tick(self, now: float | None = None) -> list[AlarmEvent]:
         """Wall-clock work when no data comes: offline detection and shelve expiry."""
@@ -907,6 +919,11 @@ class AlarmEngine:
             activation = f"silent:{_activation_of(last)}" if last is not None else "silent:never"
             at = now
         if reason is None:
+            return
+        ended = self._alarms.get(alarm_id(device.uuid, rule.id, "", activation))
+        if ended is not None and not ended.active:
+            # This outage is over already: data newer than it came before the agent's status
+            # said `connected`. Raising it again would make the alarm flap.
             return
         if point is None:
             point = self._point(rule, device, "", "", "")

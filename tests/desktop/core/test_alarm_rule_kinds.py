@@ -223,6 +223,46 @@ def test_no_observation_for_n_minutes_is_offline_and_data_brings_it_back_online(
     assert [(e.kind, e.detail) for e in events] == [("cleared", "back online")]
 
 
+def unreachable(agent: str, since: float) -> dict:
+    return {"agent": agent, "state": "unreachable", "since": format_epoch(since), "last_error": "connection refused",
+            "instance_id": 1}
+
+
+def test_data_newer_than_the_outage_brings_the_machine_back_online_once():
+    engine = support.engine(OFFLINE)
+    mazak03 = support.day("Mazak03", last_line=200)
+    last = support.epoch(mazak03[-1]["timestamp"])
+    agent = mazak03[0]["agent"]
+    engine.process(mazak03, now=last)
+    engine.set_agent_status(agent, unreachable(agent, last + 10), now=last + 10)
+    [raised] = engine.tick(now=last + 41)
+    # The agent serves again before the producer's `connected` status arrives.
+    newer = support.with_value(mazak03[-1], mazak03[-1]["value"], format_epoch(last + 60), mazak03[-1]["sequence"] + 1)
+    events = engine.process([newer], now=last + 61)
+    assert [(e.kind, e.detail, e.alarm.alarm_id) for e in events] == [("cleared", "back online", raised.alarm.alarm_id)]
+    # The status still reads unreachable since then: that outage is over, no second raise.
+    assert engine.tick(now=last + 62) == [] and engine.tick(now=last + 120) == []
+    # A later outage is a new alarm.
+    engine.set_agent_status(agent, unreachable(agent, last + 200), now=last + 200)
+    [again] = engine.tick(now=last + 231)
+    assert again.kind == "raised" and again.alarm.alarm_id != raised.alarm.alarm_id
+
+
+def test_history_older_than_the_outage_leaves_the_machine_offline():
+    engine = support.engine(OFFLINE)
+    mazak03 = support.day("Mazak03", last_line=400)
+    since = support.epoch(mazak03[-1]["timestamp"]) + 300  # the agent went away 5 min after this data
+    agent = mazak03[0]["agent"]
+    device = next(d for d in support.devices() if d["device_name"] == "Mazak03")
+    # A station started later reads the device and the status first, then the older history.
+    engine.set_device(device["device_uuid"], device, now=since + 100)
+    [raised] = engine.set_agent_status(agent, unreachable(agent, since), now=since + 100)
+    assert raised.kind == "raised"
+    events = engine.process(mazak03, now=since + 101)
+    assert [e for e in events if e.alarm.rule_id == "machine-offline"] == []
+    assert [a.alarm_id for a in engine.active_alarms()] == [raised.alarm.alarm_id]
+
+
 def test_offline_longer_than_the_escalation_time_escalates_and_pops_up_again():
     engine = support.engine(OFFLINE)
     mazak03 = support.day("Mazak03", last_line=100)
