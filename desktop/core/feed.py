@@ -39,6 +39,9 @@ from desktop.core.batch import Batch, BatchGate, Record, SkippedRecord, build_ba
 DEFAULT_HISTORY_SECONDS = 600.0
 CONSUME_BATCH = 500
 CONSUME_TIMEOUT = 0.2
+# A partition created a moment ago has no leader yet: its history offsets are asked again
+# (0.2, 0.4, 0.8, 1.6, 2, 2 s apart) before the feed settles for new data only.
+HISTORY_LOOKUP_ATTEMPTS = 7
 # How often to look at the cluster metadata: for topics not there yet and while not
 # connected (to notice the broker is back), and, less often, for partitions added later.
 _PROBE_INTERVAL = 5.0
@@ -217,7 +220,7 @@ class Feed:
                 partition.offset = OFFSET_BEGINNING
         if timed:
             try:
-                found = consumer.offsets_for_times(timed, timeout=10.0)
+                found = self._history_offsets(consumer, timed)
             except KafkaException as exc:
                 self._assign_errors.append(f"could not look up history offsets, reading new data only: {exc}")
                 found = []
@@ -234,6 +237,28 @@ class Feed:
         self._assigned.update((partition.topic, partition.partition) for partition in partitions)
         if partitions:
             self._set_status(CONNECTED, self.config.bootstrap_servers)
+
+    @staticmethod
+    def _history_offsets(consumer: Any, timed: list[Any]) -> list[Any]:
+        """The first offsets at or after each partition's start time, asked again while the
+        cluster is still electing a leader (a topic the producer created a moment ago answers
+        NOT_LEADER_FOR_PARTITION or UNKNOWN_TOPIC_OR_PART for a second or two)."""
+        from confluent_kafka import KafkaError, KafkaException
+
+        passing = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                   KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION)
+        delay = 0.2
+        for _ in range(HISTORY_LOOKUP_ATTEMPTS - 1):
+            try:
+                return consumer.offsets_for_times(timed, timeout=10.0)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if error is None or error.code() not in passing:
+                    raise
+                log.debug("history offsets not available yet (%s); asking again in %.1f s", error.str(), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        return consumer.offsets_for_times(timed, timeout=10.0)
 
     # -- main loop ----------------------------------------------------------------------
 

@@ -104,7 +104,9 @@ def test_restart_resumes_at_once_while_neighbours_commit_into_the_same_partition
           f"neighbours committed {commits_after - commits_before} records into the partition meanwhile "
           f"(~{neighbour_rate:.0f}/s)")
     assert commits_after - commits_before > 20, "the neighbours kept the partition busy"
-    assert resume_s < 5.0, f"resumed {resume_s:.1f} s after starting: the checkpoint read waited for the busy partition"
+    # 2 s on an idle machine; a reader that waits for the busy partition's EOF gives up only at
+    # its 30 s deadline (25 s measured). 15 s leaves room for a loaded machine (6.8 s at load average 20).
+    assert resume_s < 15.0, f"resumed {resume_s:.1f} s after starting: the checkpoint read waited for the busy partition"
     assert not follower.lines(r"did not finish within|did not reach its end")
     # What the victim's agent served is in Kafka exactly once, without a gap.
     observations = [wire.decode(m.value()) for m in read_to_end(
