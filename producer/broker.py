@@ -623,6 +623,12 @@ class LocalBroker:
     # SCRAM users (name -> password) for the SASL listeners, for every SCRAM mechanism they enable.
     scram_users: dict[str, str] = field(default_factory=dict)
     min_free_bytes: int = MIN_FREE_BYTES
+    # One node of a local cluster (`LocalCluster`): its id, every node's controller address
+    # ("1@127.0.0.1:P,2@..."; empty for a single node, its own voter) and the replication of
+    # the internal topics and of topics created without one.
+    node_id: int = 1
+    quorum_voters: str = ""
+    replication: int = 1
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -817,6 +823,7 @@ class LocalBroker:
             advertised_listeners=",".join(advertised),
             protocol_map=",".join(protocols),
             log_dirs=str(self.log_dirs),
+            **self._node_placeholders(ports["CONTROLLER"]),
         )
         if listener_properties:
             text += "\n# Listeners\n" + "".join(f"{k}={v}\n" for k, v in listener_properties.items())
@@ -825,6 +832,17 @@ class LocalBroker:
         path = self.data_dir / "server.properties"
         _write_private(path, text)  # listener settings may hold secrets
         return path
+
+    def _node_placeholders(self, controller_port: int) -> dict[str, object]:
+        """The template's node settings: who this node is, the quorum, how many copies."""
+        return {
+            "node_id": self.node_id,
+            "quorum_voters": self.quorum_voters or f"{self.node_id}@127.0.0.1:{controller_port}",
+            "replication": self.replication,
+            # Of three copies two must have every write: one node may be away without a write
+            # being refused or a committed one lost.
+            "min_insync": 2 if self.replication >= 3 else 1,
+        }
 
     def _classpath(self, lib: Path) -> str:
         return str(lib / "*")
@@ -963,7 +981,7 @@ class LocalBroker:
                     f"the Kafka broker exited with code {code} during start-up; "
                     f"log {self.server_log}:\n" + log_text[-3000:]
                 )
-            if _broker_listed(bootstrap, node_id=1):
+            if _broker_listed(bootstrap, node_id=self.node_id):
                 self.progress(f"broker ready in {time.monotonic() - started:.1f} s")
                 return bootstrap
             now = time.monotonic()
