@@ -43,6 +43,7 @@ from producer.mtconnect.client import (
     MIN_STREAM_IDLE_S,
     AgentUnreachable,
     _caught_up,
+    _instance_changed,
     _certificate_error,
     _next_from,
 )
@@ -337,10 +338,7 @@ class AsyncAgentClient:
             if caught_up:
                 await asyncio.sleep(pause_s)
             page = await self.sample(next_from, count)
-            page_instance = page.header.instance_id
-            if instance_id is not None and page_instance is not None and page_instance != instance_id:
-                log.info("agent=%s event=polling_ended reason=instance_changed old_instance=%s new_instance=%s",
-                         self.base_url, instance_id, page_instance)
+            if _instance_changed(self.base_url, instance_id, page):
                 return  # as a stream ends when its agent restarts; the caller sees the new instance
             caught_up = _caught_up(page, count)
             next_from = _next_from(page, next_from)

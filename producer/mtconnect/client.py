@@ -10,7 +10,6 @@ polled with `sample?from=&count=` instead, behind the same `stream()` iterator.
 from __future__ import annotations
 
 import logging
-import re
 import ssl
 import threading
 import time
@@ -18,7 +17,7 @@ from typing import Iterator
 
 import requests
 
-from producer.mtconnect import http
+from producer.mtconnect import http, multipart
 from producer.mtconnect.documents import (
     MAX_DOCUMENT_BYTES,
     DataItemInfo,
@@ -272,7 +271,7 @@ class AgentClient:
                 response.close()
                 self._release(guard)
                 return
-            boundary = _boundary(response.headers.get("Content-Type", ""))
+            boundary = multipart.boundary_of(response.headers.get("Content-Type", ""))
             if boundary is None:
                 first = parse_streams(self._body(response, guard), self.base_url, self.data_items, source=source)
             else:
@@ -332,10 +331,7 @@ class AgentClient:
                 raise
             if abort.is_set():
                 return
-            page_instance = page.header.instance_id
-            if instance_id is not None and page_instance is not None and page_instance != instance_id:
-                log.info("agent=%s event=polling_ended reason=instance_changed old_instance=%s new_instance=%s",
-                         self.base_url, instance_id, page_instance)
+            if _instance_changed(self.base_url, instance_id, page):
                 return  # as a stream ends when its agent restarts; the caller sees the new instance
             caught_up = _caught_up(page, count)
             next_from = _next_from(page, next_from)
@@ -343,6 +339,16 @@ class AgentClient:
             if page.observations or now - last_yield >= heartbeat_s:
                 last_yield = now
                 yield page
+
+
+def _instance_changed(base_url: str, instance_id: int | None, page: StreamsDocument) -> bool:
+    """Whether a polled page comes from another agent instance than the one polling began with (logged)."""
+    page_instance = page.header.instance_id
+    if instance_id is None or page_instance is None or page_instance == instance_id:
+        return False
+    log.info("agent=%s event=polling_ended reason=instance_changed old_instance=%s new_instance=%s",
+             base_url, instance_id, page_instance)
+    return True
 
 
 def _next_from(page: StreamsDocument, current: int) -> int:
@@ -392,24 +398,6 @@ def _certificate_error(exc: BaseException) -> str | None:
         if isinstance(cause, ssl.SSLCertVerificationError):
             return cause.verify_message or str(cause)
     return "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else None
-
-
-_BOUNDARY_RE = re.compile(r'(?:^|;)\s*boundary\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s;,"]+))', re.IGNORECASE)
-
-
-def _boundary(content_type: str) -> str | None:
-    """The boundary of a `multipart/*` Content-Type, quoted (RFC 2046 allows spaces and commas) or not."""
-    media_type, _, parameters = content_type.partition(";")
-    if not media_type.strip().lower().startswith("multipart/"):
-        return None
-    match = _BOUNDARY_RE.search(";" + parameters)
-    if match is None:
-        return None
-    if match.group(1) is not None:
-        value = re.sub(r"\\(.)", r"\1", match.group(1))
-    else:
-        value = match.group(2)
-    return value or None
 
 
 class _Reader:

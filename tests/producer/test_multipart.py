@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from producer.mtconnect.client import _boundary, _multipart_parts
+from producer.mtconnect.client import _multipart_parts
 from producer.mtconnect.documents import parse_streams
 
 
@@ -63,12 +63,3 @@ def test_stream_cut_mid_part_yields_only_complete_parts(recorded_data):
     truncated = payload[: len(payload) - 1000]
     parts = list(_multipart_parts(_Response(truncated, [4096, 70000]), "xyz", "test"))
     assert len(parts) == 1
-
-
-@pytest.mark.parametrize("content_type, expected", [
-    ("multipart/x-mixed-replace;boundary=abc123", "abc123"),
-    ('multipart/mixed; boundary="q-9"', "q-9"),
-    ("text/xml", None),
-])
-def test_boundary_from_content_type(content_type, expected):
-    assert _boundary(content_type) == expected
