@@ -38,6 +38,8 @@ def _build_parser() -> argparse.ArgumentParser:
     broker.add_argument("action", choices=["start", "stop", "status", "fetch"])
     broker.add_argument("--data-dir", type=Path, help="broker data dir (default: per-user data folder)")
     broker.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    broker.add_argument("--nodes", type=int, default=None,
+                        help="start: a local cluster of this many nodes (3 or more; default: one broker)")
 
     replay = sub.add_parser("replay", help="MTConnect agent replaying the recorded NIST data")
     from producer.replay import add_replay_arguments
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "broker":
         from producer.broker import main_cli
 
-        return main_cli(args.action, args.data_dir, args.timeout)
+        return main_cli(args.action, args.data_dir, args.timeout, args.nodes)
     if args.command == "replay":
         from producer.replay import run_replay_cli
 

@@ -42,6 +42,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import zipfile
@@ -76,8 +77,15 @@ class BrokerError(RuntimeError):
     """The local broker could not be fetched, started, reached or stopped; the text says why."""
 
 
+_progress_lock = threading.Lock()
+
+
 def _print_progress(message: str) -> None:
-    print(message, flush=True)
+    # One write per line, under a lock: the nodes of a cluster start and stop on threads of
+    # their own, and their lines must not run into each other.
+    with _progress_lock:
+        sys.stdout.write(message + "\n")
+        sys.stdout.flush()
 
 
 # --------------------------------------------------------------------------- Java and jars
@@ -644,6 +652,12 @@ class LocalBroker:
     # SCRAM users (name -> password) for the SASL listeners, for every SCRAM mechanism they enable.
     scram_users: dict[str, str] = field(default_factory=dict)
     min_free_bytes: int = MIN_FREE_BYTES
+    # One node of a local cluster (`LocalCluster`): its id, every node's controller address
+    # ("1@127.0.0.1:P,2@..."; empty for a single node, its own voter) and the replication of
+    # the internal topics and of topics created without one.
+    node_id: int = 1
+    quorum_voters: str = ""
+    replication: int = 1
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -838,6 +852,7 @@ class LocalBroker:
             advertised_listeners=",".join(advertised),
             protocol_map=",".join(protocols),
             log_dirs=str(self.log_dirs),
+            **self._node_placeholders(ports["CONTROLLER"]),
         )
         if listener_properties:
             text += "\n# Listeners\n" + "".join(f"{k}={v}\n" for k, v in listener_properties.items())
@@ -846,6 +861,17 @@ class LocalBroker:
         path = self.data_dir / "server.properties"
         _write_private(path, text)  # listener settings may hold secrets
         return path
+
+    def _node_placeholders(self, controller_port: int) -> dict[str, object]:
+        """The template's node settings: who this node is, the quorum, how many copies."""
+        return {
+            "node_id": self.node_id,
+            "quorum_voters": self.quorum_voters or f"{self.node_id}@127.0.0.1:{controller_port}",
+            "replication": self.replication,
+            # Of three copies two must have every write: one node may be away without a write
+            # being refused or a committed one lost.
+            "min_insync": 2 if self.replication >= 3 else 1,
+        }
 
     def _classpath(self, lib: Path) -> str:
         return str(lib / "*")
@@ -892,6 +918,7 @@ class LocalBroker:
         if running:
             self.progress(f"broker already running (pid {running['pid']})")
             return running["bootstrap"]
+        _refuse_cluster_dir(self.data_dir)
         previous = self.read_state()
         self._prepare_data_dir()
         died = self.exit_reason()
@@ -985,7 +1012,7 @@ class LocalBroker:
                     f"the Kafka broker exited with code {code} during start-up; "
                     f"log {self.server_log}:\n" + log_text[-3000:]
                 )
-            if _broker_listed(bootstrap, node_id=1):
+            if _broker_listed(bootstrap, node_id=self.node_id):
                 self.progress(f"broker ready in {time.monotonic() - started:.1f} s")
                 return bootstrap
             now = time.monotonic()
@@ -1134,14 +1161,309 @@ def _broker_listed(bootstrap: str, node_id: int, timeout: float = 2.0) -> bool:
     return node_id in metadata.brokers
 
 
-def main_cli(action: str, data_dir: Path | None, timeout: float = 180.0) -> int:
+# --------------------------------------------------------------------------- a local cluster
+
+CLUSTER_FILE = "cluster.json"
+MAX_CLUSTER_NODES = 9
+
+
+def is_cluster_dir(data_dir: Path) -> bool:
+    """Whether `data_dir` holds a local cluster (`LocalCluster`) rather than a single broker."""
+    return (Path(data_dir) / CLUSTER_FILE).is_file()
+
+
+def _refuse_cluster_dir(data_dir: Path) -> None:
+    if is_cluster_dir(data_dir):
+        raise BrokerError(f"{data_dir} holds a local Kafka cluster, not a single broker: start it with "
+                          f"`python -m producer broker start --data-dir {data_dir}`, or use another data dir")
+
+
+def _check_cluster_size(nodes: int) -> None:
+    if not 3 <= nodes <= MAX_CLUSTER_NODES:
+        raise BrokerError(f"a local cluster has 3 to {MAX_CLUSTER_NODES} nodes, not {nodes} (two nodes could "
+                          f"not lose one: their controller quorum needs both); one node is the single broker")
+
+
+@dataclass
+class LocalCluster:
+    """A KRaft cluster of `nodes` nodes on this machine, each a `LocalBroker` of its own.
+
+    Node i lives in `data_dir/node-<i>` with its own ports, logs and state file, so every
+    check of the single broker holds for each node: its client port is kept from start to
+    start (clients know the bootstrap list), its data dir is private and needs free space,
+    the jars are verified, and a node that died says why. All nodes are brokers and
+    controllers at once, share one cluster id and list the same static voters
+    (`controller.quorum.voters=1@...,2@...,3@...`), and are started together, since none
+    is ready before a majority of the controllers runs. Internal topics and topics created
+    without settings get three copies, of which two must have every write
+    (`min.insync.replicas=2`), so the cluster loses one node without losing or refusing
+    anything. `data_dir/cluster.json` records the size, the cluster id and the controller
+    ports; `nodes=0` takes the size on record.
+    """
+
+    data_dir: Path = field(default_factory=lambda: user_data_dir() / "broker")
+    nodes: int = 0
+    heap: str = "512m"
+    progress: Progress = _print_progress
+    min_free_bytes: int = MIN_FREE_BYTES
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        self._nodes: dict[int, LocalBroker] = {}
+
+    # -- record
+
+    @property
+    def record_path(self) -> Path:
+        return self.data_dir / CLUSTER_FILE
+
+    def read_record(self) -> dict | None:
+        try:
+            record = json.loads(self.record_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) and record.get("nodes") else None
+
+    def _size(self, record: dict | None) -> int:
+        on_record = int(record["nodes"]) if record else 0
+        if self.nodes and on_record and self.nodes != on_record:
+            raise BrokerError(f"{self.data_dir} holds a {on_record}-node cluster, not {self.nodes} nodes: "
+                              f"start it without --nodes, or use another data dir for a cluster of {self.nodes}")
+        size = self.nodes or on_record
+        if not size:
+            raise BrokerError(f"no local cluster in {self.data_dir}")
+        _check_cluster_size(size)
+        return size
+
+    # -- nodes
+
+    def node(self, node_id: int) -> LocalBroker:
+        """Node `node_id` (1..n) as a `LocalBroker`, configured with the quorum on record."""
+        record = self.read_record()
+        if not record:
+            raise BrokerError(f"no local cluster in {self.data_dir}")
+        ports = {int(k): int(v) for k, v in record["controller_ports"].items()}
+        voters = ",".join(f"{i}@127.0.0.1:{ports[i]}" for i in sorted(ports))
+        port = ports.get(node_id, 0)  # 0: not planned yet (the node never started)
+        node = self._nodes.get(node_id)
+        if node is None or node.controller_port != port or node.quorum_voters != voters:
+            progress = self.progress
+            node = LocalBroker(data_dir=self.data_dir / f"node-{node_id}", controller_port=port,
+                               heap=self.heap, progress=lambda line, i=node_id: progress(f"node {i}: {line}"),
+                               min_free_bytes=self.min_free_bytes, node_id=node_id, quorum_voters=voters,
+                               replication=min(3, len(ports)))
+            self._nodes[node_id] = node
+        return node
+
+    def node_ids(self) -> list[int]:
+        record = self.read_record()
+        return list(range(1, int(record["nodes"]) + 1)) if record else []
+
+    # -- status
+
+    def status(self) -> dict[int, dict | None]:
+        """Node id -> the running node's state (pid, bootstrap, ports), or None when it does not run."""
+        return {node_id: self.node(node_id).status() for node_id in self.node_ids()}
+
+    def bootstrap_of(self, status: dict[int, dict | None]) -> str:
+        return ",".join(state["bootstrap"] for _, state in sorted(status.items()) if state)
+
+    @property
+    def bootstrap(self) -> str:
+        """Every running node's address, in node order ("127.0.0.1:P1,127.0.0.1:P2,...")."""
+        bootstrap = self.bootstrap_of(self.status())
+        if not bootstrap:
+            raise BrokerError(f"no node of the cluster in {self.data_dir} is running")
+        return bootstrap
+
+    # -- start
+
+    def start(self, timeout: float = 180.0) -> str:
+        """Start every node that does not run (all of them together) and return the bootstrap list.
+
+        Nodes already running are left as they are, so this also brings back a lost node. A
+        failed start stops the nodes it started and raises `BrokerError` naming the node.
+        """
+        _ensure_private_dir(self.data_dir)
+        if (self.data_dir / STATE_FILE).exists() or (self.data_dir / "kraft-logs").exists():
+            raise BrokerError(f"{self.data_dir} holds a single-node broker; a cluster needs a data dir of its own "
+                              f"(--data-dir)")
+        record = self.read_record()
+        size = self._size(record)
+        fresh = record is None
+        record = record or {"nodes": size, "cluster_id": new_cluster_id(), "controller_ports": {}}
+        for attempt in range(3):
+            running = {i: self.node(i).status() if str(i) in record["controller_ports"] else None
+                       for i in range(1, size + 1)}
+            for node_id, state in running.items():
+                if state:
+                    self.progress(f"node {node_id}: already running (pid {state['pid']})")
+            if all(running.values()):
+                return self.bootstrap_of(running)
+            record["controller_ports"] = self._plan_controller_ports(record, running)
+            _write_private(self.record_path, json.dumps(record, indent=2))
+            stopped = [i for i, state in running.items() if not state]
+            for node_id in stopped:
+                self._prepare_node(self.node(node_id), record["cluster_id"])
+            find_java()
+            fetch_jars(self.progress)  # once, so that a damaged cache is not repaired by every node at once
+            failures = self._start_nodes(stopped, timeout)
+            if not failures:
+                status = self.status()
+                self.progress(f"cluster ready: {sum(1 for s in status.values() if s)} of {size} nodes")
+                return self.bootstrap_of(status)
+            taken = [i for i in stopped if not _port_free(int(record["controller_ports"][str(i)]))]
+            if fresh and taken and attempt < 2:
+                # Controller ports picked for this first start and taken by someone else meanwhile.
+                self.progress(f"controller ports of nodes {taken} were taken meanwhile; trying new free ports")
+                for node_id in taken:
+                    record["controller_ports"].pop(str(node_id))
+                continue
+            node_id, error = failures[0]
+            raise BrokerError(f"node {node_id} of the cluster in {self.data_dir}: {error}")
+        raise AssertionError("unreachable")
+
+    def _plan_controller_ports(self, record: dict, running: dict[int, dict | None]) -> dict[str, int]:
+        """The controller port of every node: as on record where possible, else a free one.
+
+        Every node lists every controller's address, so a move is only possible while no node
+        runs; otherwise a taken port is an error naming its holder."""
+        ports = {str(k): int(v) for k, v in record["controller_ports"].items()}
+        anyone_running = any(running.values())
+        for node_id, state in running.items():
+            port = ports.get(str(node_id))
+            if port and (state or _port_free(port)):
+                continue
+            if port and anyone_running:
+                raise BrokerError(
+                    f"cannot start node {node_id} of the cluster in {self.data_dir}: its controller port {port} is "
+                    f"in use by {port_holder(port) or 'another process'}, and the running nodes know the quorum at "
+                    f"that address; stop that process, or stop the cluster (the controllers then move to free ports)")
+            if port:
+                self.progress(f"node {node_id}: controller port {port} is taken; the controllers move to free ports")
+            new = free_port()
+            while new in ports.values():
+                new = free_port()
+            ports[str(node_id)] = new
+        return ports
+
+    def _prepare_node(self, node: LocalBroker, cluster_id: str) -> None:
+        """The node's data dir, its free space and its cluster id, before any Java runs."""
+        node._prepare_data_dir()
+        id_file = node.data_dir / "cluster-id"
+        try:
+            current = id_file.read_text().strip() if id_file.is_file() else None
+        except OSError as exc:
+            raise _file_error("read", id_file, exc) from None
+        if current is None:
+            _write_private(id_file, cluster_id)
+        elif current != cluster_id:
+            raise BrokerError(f"{node.data_dir} belongs to cluster {current}, not to the cluster {cluster_id} "
+                              f"recorded in {self.record_path}")
+
+    def _start_nodes(self, node_ids: list[int], timeout: float) -> list[tuple[int, str]]:
+        """Start the nodes at the same time; (node id, error) of those that failed, the first
+        failure first, after stopping the nodes started here."""
+        failures: list[tuple[int, str]] = []
+
+        def start(node_id: int) -> None:
+            try:
+                self.node(node_id).start(timeout=timeout)
+            except (BrokerError, OSError) as exc:
+                failures.append((node_id, str(exc)))
+
+        threads = [threading.Thread(target=start, args=(node_id,), name=f"start-node-{node_id}", daemon=True)
+                   for node_id in node_ids]
+        for thread in threads:
+            thread.start()
+        while any(thread.is_alive() for thread in threads):
+            for thread in threads:
+                thread.join(0.25)
+            if failures:
+                # The others may wait in vain for a quorum: end their start now.
+                for node_id in node_ids:
+                    self.node(node_id).kill()
+        if failures:
+            for node_id in node_ids:
+                self.node(node_id).stop()
+        return failures
+
+    # -- stop
+
+    def stop(self, timeout: float = 60.0) -> list[int]:
+        """Stop every running node (all at once: a node that stays alone waits for its quorum).
+        The ids of the nodes that were running."""
+        running = [node_id for node_id, state in self.status().items() if state]
+        threads = [threading.Thread(target=self.node(node_id).stop, args=(timeout,), name=f"stop-node-{node_id}")
+                   for node_id in running]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return running
+
+    def kill(self, node_id: int) -> None:
+        """SIGKILL one node: a crash, for fault tests."""
+        self.node(node_id).kill()
+
+    def __enter__(self) -> "LocalCluster":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def _cluster_cli(action: str, data_dir: Path, timeout: float, nodes: int | None) -> int:
+    """`broker start|stop|status` for a local cluster (see `main_cli`)."""
+    cluster = LocalCluster(data_dir=data_dir, nodes=nodes or 0)
+    if action == "start":
+        bootstrap = cluster.start(timeout=timeout)
+        print(f"bootstrap={bootstrap}", flush=True)
+        return 0
+    if not cluster.read_record():
+        print(f"no local cluster in {data_dir}", flush=True)
+        return 3 if action == "status" else 0
+    if action == "stop":
+        stopped = cluster.stop()
+        if stopped:
+            print("stopped nodes " + ",".join(map(str, stopped)), flush=True)
+        else:
+            print(f"no node of the cluster in {data_dir} is running", flush=True)
+        return 0
+    status = cluster.status()
+    up = sum(1 for state in status.values() if state)
+    word = "running" if up == len(status) else "degraded" if up else "stopped"
+    bootstrap = f" bootstrap={cluster.bootstrap_of(status)}" if up else ""
+    print(f"{word} nodes={up}/{len(status)}{bootstrap} data_dir={data_dir}", flush=True)
+    for node_id, state in status.items():
+        if state:
+            print(f"node {node_id} running bootstrap={state['bootstrap']} pid={state['pid']}", flush=True)
+        else:
+            died = cluster.node(node_id).exit_reason()
+            print(f"node {node_id} stopped" + (f": {died}" if died else ""), flush=True)
+    return 0 if up == len(status) else 3
+
+
+def main_cli(action: str, data_dir: Path | None, timeout: float = 180.0, nodes: int | None = None) -> int:
     """`python -m producer broker start|stop|status|fetch`; errors are one line on stderr.
 
     `status` exits 0 while the broker runs and 3 when it does not; when it died without a
     stop, the line says why. (3 whatever the reason: the desktop then starts it again.)
+    `start --nodes N` (N >= 3) starts a local cluster; a data dir holding one is then always
+    handled as that cluster: `status` names every node and exits 3 unless all of them run,
+    `start` brings back the nodes that do not, `stop` stops them all.
     """
     broker = LocalBroker(data_dir=data_dir) if data_dir else LocalBroker()
     try:
+        if nodes is not None and nodes < 1:
+            raise BrokerError(f"--nodes takes the number of nodes (1 for the single broker, 3 to "
+                              f"{MAX_CLUSTER_NODES} for a cluster), not {nodes}")
+        if action != "fetch" and ((nodes or 1) > 1 or is_cluster_dir(broker.data_dir)):
+            if nodes == 1:
+                raise BrokerError(f"{broker.data_dir} holds a local cluster; start it without --nodes, "
+                                  f"or use another data dir for a single broker")
+            return _cluster_cli(action, broker.data_dir, timeout, nodes)
         if action == "fetch":
             lib = fetch_jars()
             print(f"jars={lib}", flush=True)

@@ -176,6 +176,10 @@ class Feed:
         self._positions: dict[tuple[str, int], int] = {}
         # Partitions assigned so far.
         self._assigned: set[tuple[str, int]] = set()
+        # Brokers in the cluster metadata last read: with more than one, a failed connection
+        # is one broker's, and the others still serve.
+        self._known_brokers = 0
+        self._last_connect_error = ""
 
     # -- status -------------------------------------------------------------------------
 
@@ -190,8 +194,15 @@ class Feed:
         from confluent_kafka import KafkaError
 
         code = error.code()
-        if code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
-            self._set_status(UNREACHABLE, error.str())
+        if code in (KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            self._last_connect_error = error.str()
+            # On a cluster that lost one broker the others lead its partitions within seconds:
+            # not "unreachable" (librdkafka reports _ALL_BROKERS_DOWN once none is left).
+            if self._known_brokers <= 1:
+                self._set_status(UNREACHABLE, error.str())
+        elif code == KafkaError._ALL_BROKERS_DOWN:
+            # Why the last connection failed says more than "3/3 brokers are down".
+            self._set_status(UNREACHABLE, self._last_connect_error or error.str())
         elif code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL):
             self._set_status(UNREACHABLE, f"authentication failed: {error.str()}")
         else:
@@ -362,6 +373,7 @@ class Feed:
                 if self._state != UNREACHABLE:
                     self._set_status(UNREACHABLE, _error_text(exc))
             return False
+        self._known_brokers = len(metadata.brokers)
         missing = []
         new = []
         for name in topics.values():

@@ -22,6 +22,7 @@ from typing import Any
 
 from producer.fleet.follower import AgentFollower, FollowerSettings
 from producer.fleet.lanes import Batch, Lane
+from producer.fleet.leaders import LeaderLog
 from producer.mtconnect.aioclient import AsyncAgentClient, make_session
 from producer.topics import CheckpointStore
 
@@ -56,6 +57,7 @@ class FleetEngine:
         self._lane_of: dict[str, str] = {}
         self._settings_of: dict[str, Any] = {}
         self.lanes: dict[str, Lane] = {}
+        self.leaders = LeaderLog()  # partition leader changes, logged once for all lanes
         self._lanes_lock = threading.Lock()
         self._session = None
         self._setup: asyncio.Semaphore | None = None
@@ -160,7 +162,7 @@ class FleetEngine:
             if lane is not None:
                 return lane
             lane = Lane(lane_id, transactional_id, self.config, self.checkpoints, self.loop, self._on_committed,
-                        fenced_pause_s)
+                        fenced_pause_s, leaders=self.leaders)
             self.lanes[lane_id] = lane
         if start:
             lane.start()

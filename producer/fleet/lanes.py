@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from producer import wire
+from producer.fleet.leaders import STATS_INTERVAL_MS, LeaderLog
 from producer.service import Backoff
 from producer.topics import MAX_DEVICE_RECORD_BYTES, Checkpoint, CheckpointStore, kafka_log
 
@@ -90,8 +91,9 @@ class Lane:
 
     def __init__(self, lane_id: str, transactional_id: str, config: "ServiceConfig", checkpoints: CheckpointStore,
                  loop: asyncio.AbstractEventLoop, on_committed: Callable[[list[Batch]], None],
-                 fenced_pause_s: float = 1.0):
+                 fenced_pause_s: float = 1.0, leaders: "LeaderLog | None" = None):
         self.lane_id = lane_id
+        self._leaders = leaders
         self.transactional_id = transactional_id
         self.config = config
         self.prefix = config.topic_prefix
@@ -240,6 +242,11 @@ class Lane:
             "error_cb": self._on_client_error,
             "logger": kafka_log,
         })
+        if self._leaders is not None:
+            # Statistics name every partition's leader: a change of leader gets logged.
+            leaders, lane_id = self._leaders, self.lane_id
+            properties.update({"statistics.interval.ms": STATS_INTERVAL_MS,
+                               "stats_cb": lambda stats: leaders.on_stats(lane_id, stats)})
         return properties
 
     def _open(self, backoff: Backoff) -> bool:
