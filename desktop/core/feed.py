@@ -16,6 +16,15 @@ escapes `run`, and the consumer is closed in every case. Every record that does 
 the schema is skipped (see `desktop.core.batch`) and logged once, with topic, partition and
 offset, through `SkippedRecordLog`, which caps how many lines a flood of bad records writes.
 
+Liveness: a broker that stops answering (frozen, or its host gone without a reset) does not
+make `consume()` fail, it only returns nothing. So whenever no record came for
+`LIVENESS_PROBE_AFTER` seconds the feed asks for the cluster metadata (2 s timeout); an answer
+is contact. Without contact for `STALLED_AFTER` s the state is `stalled` (amber), for
+`UNREACHABLE_AFTER` s `unreachable` (red), both well within 10 s. Status is reported once per
+change of state, and librdkafka's own log lines (a refused connection is logged on every
+retry) go through `KafkaLogThrottle`: the first line of each kind per feed state, then a count
+of what was held back when the state changes.
+
 Consumer properties are merged in one documented order: the feed's defaults, then the
 user's settings (security, any librdkafka property), then what the feed must control
 (group id, offsets, isolation) - later wins.
@@ -49,7 +58,12 @@ CONNECTING = "connecting"
 CONNECTED = "connected"
 UNREACHABLE = "unreachable"
 WAITING = "waiting"  # connected, but the topics do not exist yet
+STALLED = "stalled"  # connected before, but the broker has not answered for a few seconds
 STOPPED = "stopped"
+
+LIVENESS_PROBE_AFTER = 2.0
+STALLED_AFTER = 3.5
+UNREACHABLE_AFTER = 7.0
 
 _instance_counter = itertools.count(1)
 _kafka_log = logging.getLogger("desktop.kafka")
@@ -151,6 +165,35 @@ class SkippedRecordLog:
         self._next_summary = self._clock() + self._interval
 
 
+class KafkaLogThrottle:
+    """Stands in for a `logging.Logger` as librdkafka's `logger`: the first line of each kind
+    (librdkafka facility, e.g. FAIL, CONNECT) while the feed stays in one state is logged,
+    repeats are counted and summarised once the state changes."""
+
+    def __init__(self, logger: logging.Logger = _kafka_log) -> None:
+        self._logger = logger
+        self._seen: set[tuple[int, str]] = set()
+        self._held = 0
+
+    def log(self, level: int, message: str, *args: Any, **kwargs: Any) -> None:
+        facility = str(args[0]) if args else message.split(" ", 1)[0]
+        if (level, facility) in self._seen:
+            self._held += 1
+            return
+        self._seen.add((level, facility))
+        self._logger.log(level, message, *args, **kwargs)
+
+    def state_changed(self, state: str) -> None:
+        if self._held:
+            self._logger.info("%d similar Kafka client message(s) not repeated; now %s", self._held, state)
+        self._held = 0
+        self._seen.clear()
+
+    # librdkafka only calls log(); these keep the object usable where a Logger is expected.
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging.Logger API
+        return self._logger.isEnabledFor(level)
+
+
 StatusCallback = Callable[[str, str], None]
 BatchCallback = Callable[[Batch], None]
 
@@ -165,6 +208,11 @@ class Feed:
         self.gate = BatchGate()
         self.skipped_log = SkippedRecordLog()
         self._state = ""
+        self._detail = ""
+        self._last_error = ""
+        self.log_throttle = KafkaLogThrottle()
+        # Monotonic time of the last answer from the cluster (records or metadata).
+        self.last_contact: float | None = None
         self._on_status: StatusCallback = _noop_status
         self._assign_errors: list[str] = []
         # Wall-clock ms when this feed started: records written before it are history.
@@ -177,10 +225,21 @@ class Feed:
     # -- status -------------------------------------------------------------------------
 
     def _set_status(self, state: str, detail: str = "") -> None:
-        if state == self._state and state in (CONNECTED, STOPPED):
+        # Once per change of state (waiting: also when the missing topics change); a broker
+        # that refuses every retry would otherwise report many times a second.
+        if state == self._state and (state != WAITING or detail == self._detail):
             return
         self._state = state
+        self._detail = detail
+        self.log_throttle.state_changed(state)
         self._on_status(state, detail)
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def _contact(self) -> None:
+        self.last_contact = time.monotonic()
 
     def _on_kafka_error(self, error: Any) -> None:
         """librdkafka's error callback (runs inside consume on the feed thread)."""
@@ -191,7 +250,8 @@ class Feed:
             self._set_status(UNREACHABLE, error.str())
         elif code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL):
             self._set_status(UNREACHABLE, f"authentication failed: {error.str()}")
-        else:
+        elif error.str() != self._last_error:
+            self._last_error = error.str()
             self._on_status("error", error.str())
 
     # -- assignment ---------------------------------------------------------------------
@@ -242,7 +302,7 @@ class Feed:
         properties["error_cb"] = self._on_kafka_error
         # librdkafka's own log lines go through logging (not raw to stderr); they are
         # delivered inside consume(), on the feed thread.
-        properties.setdefault("logger", _kafka_log)
+        properties.setdefault("logger", self.log_throttle)
         from confluent_kafka import Consumer
 
         return Consumer(properties)
@@ -263,7 +323,8 @@ class Feed:
             except KafkaException as exc:
                 raise RuntimeError(f"invalid Kafka settings: {_error_text(exc)}") from exc
             complete = self._probe(consumer, topics)
-            next_probe = time.monotonic() + (_PARTITION_CHECK_INTERVAL if complete else _PROBE_INTERVAL)
+            last_probe = time.monotonic()
+            next_probe = last_probe + (_PARTITION_CHECK_INTERVAL if complete else _PROBE_INTERVAL)
             while not stop_event.is_set():
                 messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=CONSUME_TIMEOUT)
                 records: list[Record] = []
@@ -292,6 +353,7 @@ class Feed:
                         continue
                     problems.append(f"Kafka error on {message.topic()} partition {message.partition()}: {error.str()}")
                 if records:
+                    self._contact()
                     self._set_status(CONNECTED, self.config.bootstrap_servers)
                 if records or problems:
                     batch = build_batch(records, self.config.topic_prefix)
@@ -308,10 +370,14 @@ class Feed:
                 if pending is not None:
                     on_batch(pending)
                 self.skipped_log.flush()
-                if time.monotonic() >= next_probe:
+                moment = time.monotonic()
+                quiet = self.last_contact is None or moment - self.last_contact >= LIVENESS_PROBE_AFTER
+                if moment >= next_probe or (quiet and moment >= last_probe + LIVENESS_PROBE_AFTER):
                     complete = self._probe(consumer, topics)
+                    last_probe = time.monotonic()
                     steady = complete and self._state == CONNECTED
-                    next_probe = time.monotonic() + (_PARTITION_CHECK_INTERVAL if steady else _PROBE_INTERVAL)
+                    next_probe = last_probe + (_PARTITION_CHECK_INTERVAL if steady else _PROBE_INTERVAL)
+                self._check_liveness()
         finally:
             self.skipped_log.flush(force=True)
             if consumer is not None:
@@ -321,6 +387,16 @@ class Feed:
                     pass
             self._set_status(STOPPED, "")
 
+    def _check_liveness(self) -> None:
+        """Connected, but no answer for a while: stalled, then unreachable."""
+        if self.last_contact is None or self._state not in (CONNECTED, WAITING, STALLED):
+            return
+        silent = time.monotonic() - self.last_contact
+        if silent >= UNREACHABLE_AFTER:
+            self._set_status(UNREACHABLE, f"no answer from {self.config.bootstrap_servers} for {silent:.0f} s")
+        elif silent >= STALLED_AFTER and self._state != STALLED:
+            self._set_status(STALLED, f"no answer for {silent:.0f} s")
+
     def _probe(self, consumer: Any, topics: Mapping[str, str]) -> bool:
         """Look at the cluster metadata: tells "broker back" and "topics not created yet" apart,
         and assigns partitions not assigned yet. True when every topic was there."""
@@ -329,6 +405,10 @@ class Feed:
         try:
             metadata = consumer.list_topics(timeout=2.0)
         except KafkaException as exc:
+            if self._state in (CONNECTED, WAITING, STALLED) and self.last_contact is not None:
+                # Answered before: stalled until the silence is long enough to call it unreachable.
+                self._check_liveness()
+                return False
             # The error callback has usually said why already (refused, authentication...).
             if self._state != UNREACHABLE:
                 error = exc.args[0] if exc.args else None
@@ -337,6 +417,7 @@ class Feed:
                 if self._state != UNREACHABLE:
                     self._set_status(UNREACHABLE, _error_text(exc))
             return False
+        self._contact()
         missing = []
         new = []
         for name in topics.values():
