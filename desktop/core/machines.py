@@ -363,8 +363,10 @@ class Fleet:
     def devices_of_agent(self, agent: str) -> list[str]:
         return [uuid for uuid, tracker in self._machines.items() if tracker.agent == agent]
 
-    def observe(self, observations: Iterable[Mapping[str, Any]], seen: Mapping[str, float] | None = None) -> set[str]:
-        """Apply observations; `seen` maps a device to when its newest record was published.
+    def observe(self, observations: Iterable[Mapping[str, Any]], seen: Mapping[str, float] | None = None,
+                received: float | None = None) -> set[str]:
+        """Apply observations; `seen` maps a device to when its newest record was published
+        (records without a Kafka timestamp count as published when `received`).
         Returns the devices touched."""
         touched: set[str] = set()
         seen = seen or {}
@@ -373,7 +375,7 @@ class Fleet:
             if not uuid:
                 continue
             uuid = str(uuid)
-            self._tracker_for(uuid, str(observation.get("device_name") or "")).observe(observation, seen.get(uuid))
+            self._tracker_for(uuid, str(observation.get("device_name") or "")).observe(observation, seen.get(uuid, received))
             touched.add(uuid)
         if touched:
             self.version += 1

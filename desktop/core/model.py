@@ -122,7 +122,7 @@ class MonitorModel:
             events += self.alarm_engine.set_agent_status(agent, status, now)
 
         if batch.observations:
-            touched |= self.fleet.observe(batch.observations, batch.seen)
+            touched |= self.fleet.observe(batch.observations, batch.seen, now)
             self._learn_observed_items(batch.observations)
             self.observation_count += len(batch.observations)
             self.last_data_at = now

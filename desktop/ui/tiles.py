@@ -579,15 +579,18 @@ class MachineOverview(QWidget):
         self.grid = TileGrid()
         self.sort_combo = QComboBox(objectName="overviewSort")
         for key, label in SORTS:
-            self.sort_combo.addItem(f"Sort: {label}", key)
+            self.sort_combo.addItem(label, key)
+        self.sort_combo.setToolTip("Sort machines by")
         self.filter_edit = QLineEdit(objectName="overviewFilter")
         self.filter_edit.setPlaceholderText("Filter machines…")
         self.filter_edit.setClearButtonEnabled(True)
-        self.filter_edit.setMaximumWidth(220)
+        self.filter_edit.setMaximumWidth(170)
         self.density_combo = QComboBox(objectName="overviewDensity")
         for key, label in DENSITIES:
-            self.density_combo.addItem(f"Layout: {label}", key)
-        self.large_check = QCheckBox("Large text", objectName="overviewLarge")
+            self.density_combo.addItem(label, key)
+        self.density_combo.setToolTip("Tile layout: Auto turns dense when the machines would not fit")
+        self.large_check = QCheckBox("Large", objectName="overviewLarge")
+        self.large_check.setToolTip("Large text, readable from across the room")
 
         tools = QHBoxLayout()
         tools.setSpacing(8)
