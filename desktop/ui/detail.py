@@ -531,7 +531,9 @@ class DetailView(QWidget):
         if not self.pens:
             self.plot.show_message("This machine reports no numeric samples")
         self.plot.follow_now(hold_to)
-        self._refresh_strip(now if hold_to == now else hold_to)
+        # State bands are in publish (wall-clock) time; the plot in the machine's time, the
+        # same in a live plant. For recordings far in the past the strip is shifted like the hold.
+        self._refresh_strip(now, now - hold_to)
         if now - self._log_drawn_at > 0.5:
             device = self.state.devices.get(self.device_uuid)
             version = (device.version if device is not None else -1, id(self.history))
@@ -578,8 +580,9 @@ class DetailView(QWidget):
             if label.text() != value:
                 label.setText(value)
 
-    def _refresh_strip(self, now: float) -> None:
+    def _refresh_strip(self, now: float, offset: float = 0.0) -> None:
         low, high = self.plot.x_range()
+        low, high = low + offset, high + offset
         box = self.plot.plot_item.getViewBox().sceneBoundingRect()
         left = int(box.left())
         right = max(0, self.plot.width() - int(box.right()))
