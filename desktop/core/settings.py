@@ -183,7 +183,7 @@ class Settings:
         return data
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], source: str = "") -> "Settings":
+    def from_json(cls, data: Mapping[str, Any], source: str = "", password_optional: bool = False) -> "Settings":
         """Settings from a decoded JSON object; unknown keys are an error (typos must show)."""
         if not isinstance(data, Mapping):
             raise SettingsError([("", "expected a JSON object")], source)
@@ -226,7 +226,11 @@ class Settings:
         if problems:
             raise SettingsError(problems, source)
         settings = cls(**values)
-        settings.validate(source)
+        problems = settings.problems()
+        if password_optional and not settings.sasl_password:
+            problems = [p for p in problems if p[0] != "sasl_password"]
+        if problems:
+            raise SettingsError(problems, source)
         return settings
 
     def problems(self) -> list[tuple[str, str]]:
@@ -334,18 +338,10 @@ def load_settings(directory: Path, secrets: "SecretStore | None" = None) -> Sett
 
     Raises `SettingsError` (with `path` set) for a file that is there but cannot be used.
     """
-    settings = _load_file(directory)
-    if not settings.sasl_password and settings.sasl_username:
-        from desktop.core.secrets import SecretStore, password_key
-
-        store = secrets or SecretStore()
-        password = store.get(password_key(settings))
-        if password:
-            settings = settings.replace(sasl_password=password)
-    return settings
+    return _load_file(directory, secrets)
 
 
-def _load_file(directory: Path) -> Settings:
+def _load_file(directory: Path, secrets: "SecretStore | None" = None) -> Settings:
     path = settings_path(directory)
     try:
         info = path.stat()
@@ -374,10 +370,15 @@ def _load_file(directory: Path) -> Settings:
         raise _file_error(path, f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
     except (RecursionError, ValueError) as exc:
         raise _file_error(path, f"not valid JSON: {'nested too deeply' if isinstance(exc, RecursionError) else exc}") from None
-    if isinstance(data, dict) and "sasl_password" not in data:
-        data = {**data, "sasl_password": ""}
+    if isinstance(data, dict) and not data.get("sasl_password") and isinstance(data.get("sasl_username"), str) \
+            and data.get("sasl_username"):
+        from desktop.core.secrets import SecretStore, password_key
+
+        probe = Settings(bootstrap_servers=str(data.get("bootstrap_servers") or ""), sasl_username=data["sasl_username"])
+        # A password the keyring no longer has is asked for again, not a broken settings file.
+        data = {**data, "sasl_password": (secrets or SecretStore()).get(password_key(probe)) or ""}
     try:
-        settings = Settings.from_json(data, source=str(path))
+        settings = Settings.from_json(data, source=str(path), password_optional=True)
     except SettingsError as exc:
         exc.path = path
         raise

@@ -350,6 +350,7 @@ class LocalServices(QObject):
     def _broker_ready(self) -> None:
         """Broker up (first start or after a restart): start what is not running yet."""
         self._watch_timer.start()
+        self._restarts[BROKER] = 0
         if not self.lock.acquire():
             holder = self.lock.holder() or {}
             self.reused = True
@@ -517,6 +518,7 @@ class LocalServices(QObject):
         self._watch_timer.stop()
         producer = self._children.get(PRODUCER)
         if producer is not None and producer.running:
+            self._set_state(PRODUCER, ServiceState.STOPPING, "the broker is restarting")
             producer.terminate(self._stop_grace)
         if not self._schedule_restart(BROKER, "Kafka broker died"):
             self._fail(BROKER, "Kafka broker died (gave up restarting)")
