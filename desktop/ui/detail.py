@@ -339,6 +339,7 @@ class DetailView(QWidget):
 
         self._submit(lambda core: core.subscribe_device(device_uuid))
         self.load_history()
+        self.refresh()
 
     # -- history -----------------------------------------------------------------------------
 

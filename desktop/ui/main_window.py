@@ -127,6 +127,8 @@ class MainWindow(QMainWindow):
         self._tray_hint_shown = False
         self.views: dict[str, QWidget] = {}
         self.details: dict[str, DetailView] = {}
+        # Called on the feed thread with every batch before the core gets it (tests, tools).
+        self.batch_observers: list[Callable[[Batch], None]] = []
         self.updates_applied = 0
 
         self.setWindowTitle("Machine Monitor")
@@ -232,7 +234,12 @@ class MainWindow(QMainWindow):
 
     def ingest(self, batch: Batch) -> None:
         """Hand a batch to the core thread, as the feed does (tests and tools feed batches this way)."""
-        self.core_worker.offer_batch(batch)
+        self._offer_batch(batch)
+
+    def _offer_batch(self, batch: Batch, release: Callable[[], None] | None = None) -> None:
+        for observer in self.batch_observers:
+            observer(batch)
+        self.core_worker.offer_batch(batch, release)
 
     def _on_update_ready(self, update: ViewUpdate) -> None:
         try:
@@ -338,7 +345,7 @@ class MainWindow(QMainWindow):
             history_seconds=self.history_seconds,
             start_time=self.feed_start_time,
         )
-        worker = self.worker = FeedWorker(config, self, sink=self.core_worker.offer_batch)
+        worker = self.worker = FeedWorker(config, self, sink=self._offer_batch)
         worker.status_changed.connect(self._on_status_changed)
         worker.feed_failed.connect(self._on_feed_failed)
         self.overview.set_waiting_text(f"Waiting for machines from Kafka at {bootstrap}…")
