@@ -170,3 +170,36 @@ def test_screenshot_of_the_window(make_window, qtbot, devices, tmp_path):
     path = tmp_path / "shot.png"
     assert window.save_screenshot(path)
     assert path.stat().st_size > 10_000
+
+
+def test_without_a_tray_the_banner_opens_the_machine_it_is_about(make_window, qtbot, devices):
+    window = make_window()
+    window.show()
+    assert not window.notifier.uses_tray
+    with qtbot.waitSignal(window.notifier.notification_shown):
+        window.ingest(testing.batch_of(devices, mazak03_until(devices, line_of("|motion_cond|Fault|791|"))))
+    assert window.banner.isVisible() and window.banner.open_button.isVisible()
+    with qtbot.waitSignal(window.detail_opened, timeout=5_000) as opened:
+        qtbot.mouseClick(window.banner.open_button, Qt.MouseButton.LeftButton)
+    assert opened.args == ["mtc_adapter004"]
+    assert window.tabs.currentWidget() is window.details["mtc_adapter004"]
+    assert window.tabs.tabText(window.tabs.currentIndex()) == "Mazak03"
+
+
+def test_closing_with_a_tray_hides_to_it_and_quit_really_quits(make_window, qtbot):
+    window = make_window(use_tray=True)
+    window.show()
+    assert window.notifier.uses_tray
+    hints = []
+    window.notifier.tray.messageClicked.connect(lambda: None)
+    original = window.notifier.show_hint
+    window.notifier.show_hint = lambda title, text: (hints.append(title), original(title, text))
+    window.close()
+    assert not window.isVisible() and not window._shut_down, "closing must hide to the tray"
+    assert hints == ["Machine Monitor is still running"]
+    window.show()
+    window.close()
+    assert hints == ["Machine Monitor is still running"], "the hint is shown the first time only"
+    with qtbot.waitSignal(window.shutdown_finished, timeout=30_000):
+        window.quit()
+    assert window._shut_down
