@@ -46,7 +46,9 @@ from producer import wire
 from desktop.core.batch import Batch, BatchGate, Record, SkippedRecord, build_batch
 
 DEFAULT_HISTORY_SECONDS = 600.0
-CONSUME_BATCH = 500
+# Records per consume() at most: large enough that a plant's stream (tens of thousands of
+# records a second) is a few batches a second, not hundreds.
+CONSUME_BATCH = 5000
 CONSUME_TIMEOUT = 0.2
 # How often to look at the cluster metadata: for topics not there yet and while not
 # connected (to notice the broker is back), and, less often, for partitions added later.
@@ -209,6 +211,7 @@ class Feed:
         self.skipped_log = SkippedRecordLog()
         self._state = ""
         self._detail = ""
+        self._detail_kind = ""
         self._last_error = ""
         self.log_throttle = KafkaLogThrottle()
         # Monotonic time of the last answer from the cluster (records or metadata).
@@ -227,8 +230,12 @@ class Feed:
     def _set_status(self, state: str, detail: str = "") -> None:
         # Once per change of state (waiting: also when the missing topics change); a broker
         # that refuses every retry would otherwise report many times a second.
-        if state == self._state and (state != WAITING or detail == self._detail):
+        # An unreachable broker that turns out to refuse the credentials is news: say it once.
+        kind = "auth" if "authentication" in detail else ""
+        if state == self._state and (state != WAITING or detail == self._detail) and \
+                (state != UNREACHABLE or kind == self._detail_kind):
             return
+        self._detail_kind = kind
         self._state = state
         self._detail = detail
         self.log_throttle.state_changed(state)

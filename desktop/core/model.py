@@ -166,10 +166,16 @@ class MonitorModel:
         if device is None:
             self._items.pop(device_uuid, None)
         else:
-            items = self._items.setdefault(device_uuid, {})
+            # The device model's order, whatever order observations arrived in: the default
+            # pens (the first spindle) must be the same on every run.
+            observed = self._items.get(device_uuid, {})
+            items = {}
             for item in device.get("data_items") or ():
                 if isinstance(item, Mapping) and item.get("id"):
                     items[str(item["id"])] = {field: item.get(field) for field in _ITEM_FIELDS}
+            for item_id, descriptor in observed.items():
+                items.setdefault(item_id, descriptor)
+            self._items[device_uuid] = items
         self.items_version += 1
 
     def _learn_observed_items(self, observations: tuple[Mapping[str, Any], ...]) -> None:

@@ -45,6 +45,9 @@ from desktop.core.model import ModelUpdate, MonitorModel
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
+# Machine views are derived at most this often (a tile cannot show more; the GUI draws at
+# 15 Hz), so a plant's stream costs a view per machine per interval, not per batch.
+VIEW_INTERVAL = 0.1
 RATE_WINDOW_SECONDS = 5.0
 # Recent events and conditions kept per machine for the detail view's log.
 LOG_LIMIT = 500
@@ -215,6 +218,8 @@ class MonitorCore:
         self._rate = RateWindow()
         self._reset_pending = False
         self._skipped_sent = -1
+        self._deferred: set[str] = set()
+        self._views_at = 0.0
         # Device uuid -> the observation partitions its records came from (history reads only those).
         self._partitions: dict[str, set[int]] = {}
 
@@ -304,19 +309,36 @@ class MonitorCore:
                 if uuid in self._device_subscribers:
                     self._new_log.setdefault(uuid, []).append(observation)
         samples = {key: series for key, series in batch.samples.items() if self._subscribed(key)}
-        return self._reduce(update, now, update.touched, samples, batch)
+        touched = set(update.touched)
+        if not (batch.devices or batch.agent_statuses or update.alarm_events) and now - self._views_at < VIEW_INTERVAL:
+            # Derived with the next batch or flush, at most VIEW_INTERVAL later.
+            self._deferred |= touched
+            touched = set()
+        else:
+            touched |= self._take_deferred(now)
+        return self._reduce(update, now, touched, samples, batch)
+
+    def _take_deferred(self, now: float) -> set[str]:
+        deferred, self._deferred = self._deferred, set()
+        self._views_at = now
+        return deferred
+
+    @property
+    def views_pending(self) -> bool:
+        return bool(self._deferred)
 
     def tick(self, now: float | None = None) -> ViewUpdate:
         """Once a second: wall-clock alarm work, and every machine re-derived (freshness)."""
         now = self._clock() if now is None else now
         update = self.model.tick(now)
         self._rate.add(0, now)
+        self._take_deferred(now)
         return self._reduce(update, now, frozenset(self.model.fleet.uuids()), {}, None)
 
     def flush(self, now: float | None = None) -> ViewUpdate:
         """An update for command results (and new subscriptions) without a batch."""
         now = self._clock() if now is None else now
-        return self._reduce(ModelUpdate(), now, frozenset(), {}, None)
+        return self._reduce(ModelUpdate(), now, self._take_deferred(now), {}, None)
 
     def _reduce(self, update: ModelUpdate, now: float, touched: frozenset[str] | set[str],
                 samples: dict[SeriesKey, SampleSeries], batch: Batch | None) -> ViewUpdate:
@@ -537,6 +559,8 @@ class CoreRunner:
         next_tick = time.monotonic() + self._tick_seconds
         while True:
             timeout = max(0.0, next_tick - time.monotonic())
+            if core.views_pending:
+                timeout = min(timeout, VIEW_INTERVAL)
             try:
                 item = self._queue.get(timeout=timeout)
             except queue.Empty:
@@ -562,6 +586,8 @@ class CoreRunner:
                             except BaseException as exc:  # noqa: BLE001 - the caller gets it
                                 future.set_exception(exc)
                         self._emit(core.flush())
+                if item is None and core.views_pending:
+                    self._emit(core.flush())
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self._tick_seconds
                     update = core.tick()

@@ -48,7 +48,7 @@ class SecretStore:
         except Exception:  # noqa: BLE001 - a backend that cannot say its priority is not usable
             priority = 0
         if "fail" in type(backend).__module__ or priority <= 0:
-            return False, "no keyring (Secret Service, KWallet, Credential Manager or Keychain) on this PC"
+            return False, "no Secret Service, KWallet, Credential Manager or Keychain found"
         return True, name
 
     def get(self, key: str) -> str | None:

@@ -69,11 +69,13 @@ def _show_overview(window: "MainWindow") -> QWidget:
 
 
 def first_spindle_machine(window: "MainWindow") -> str | None:
-    """The first machine by name that reports a spindle speed (has samples), else any."""
+    """The first machine by name whose spindle reports a speed; else the first with a
+    spindle at all (its speed unavailable); else the first machine."""
     views = window.state.views()
-    for view in views:
-        if view.has_spindle and window.state.sample_items(view.device_uuid):
-            return view.device_uuid
+    for wanted in (lambda v: v.spindle_speed is not None, lambda v: v.has_spindle):
+        for view in views:
+            if wanted(view) and window.state.sample_items(view.device_uuid):
+                return view.device_uuid
     return views[0].device_uuid if views else None
 
 
@@ -81,7 +83,9 @@ def _show_detail(window: "MainWindow") -> QWidget | None:
     uuid = first_spindle_machine(window)
     if uuid is None:
         return None
-    window.open_detail(uuid)
+    detail = window.open_detail(uuid)
+    # A screenshot follows a short run: the shortest look-back shows its data best.
+    detail.look_back_combo.setCurrentIndex(0)
     return window
 
 
@@ -104,5 +108,6 @@ def _show_settings(window: "MainWindow") -> QWidget:
 
 
 register_view("overview", _show_overview, description="the fleet summary and every machine's tile")
-register_view("detail", _show_detail, _detail_ready, description="the first machine with a spindle, history loaded")
+register_view("detail", _show_detail, _detail_ready,
+              description="the first machine with a spindle, the last 5 minutes loaded from Kafka")
 register_view("settings", _show_settings, description="the settings dialog")
