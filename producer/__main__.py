@@ -1,4 +1,4 @@
-"""Command line of the producer package: `run`, `broker`, `replay`, `probe`.
+"""Command line of the producer package: `run`, `agents`, `broker`, `replay`, `simulate`, `probe`.
 
 Each subcommand is a thin shell over its module; argument parsing lives here so the
 desktop app (and a frozen build) can call `main(argv)` directly.
@@ -21,6 +21,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_run_arguments(run)
 
+    agents = sub.add_parser("agents", help="the plant's agent list that producer groups follow (add, remove, list)")
+    from producer.config import add_agents_arguments
+
+    add_agents_arguments(agents)
+
     broker = sub.add_parser("broker", help="the local Kafka broker")
     broker.add_argument("action", choices=["start", "stop", "status", "fetch"])
     broker.add_argument("--data-dir", type=Path, help="broker data dir (default: per-user data folder)")
@@ -30,6 +35,11 @@ def _build_parser() -> argparse.ArgumentParser:
     from producer.replay import add_replay_arguments
 
     add_replay_arguments(replay)
+
+    simulate = sub.add_parser("simulate", help="many simulated MTConnect agents in one process, for load tests")
+    from producer.fleet.simulator import add_simulate_arguments
+
+    add_simulate_arguments(simulate)
 
     probe = sub.add_parser("probe", help="print an agent's devices and data items")
     probe.add_argument("url", help="agent base URL, e.g. https://smstestbed.nist.gov/vds")
@@ -54,6 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         from producer.replay import run_replay_cli
 
         return run_replay_cli(args)
+    if args.command == "agents":
+        from producer.fleet.agents import agents_cli
+
+        return agents_cli(args)
+    if args.command == "simulate":
+        from producer.fleet.simulator import run_simulate_cli
+
+        return run_simulate_cli(args)
     if args.command == "probe":
         from producer.probe import probe_cli
 

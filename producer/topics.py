@@ -7,7 +7,10 @@ newer than the read and not waited for. `CheckpointStore` is the one reader of t
 checkpoints topic in a producer process: every follower that needs its committed
 checkpoint asks the store, and all requests that arrive while a read is running are served
 together by the next read, which starts after each of them asked (so it sees every commit
-that was settled before the request, e.g. by the caller's `init_transactions`).
+that was settled before the request, e.g. by the caller's `init_transactions`). The store's
+reads first wait for the transactions open in the topic to be decided (`wait_until_stable`):
+several producers commit into the same partitions, and a reader stopped at another's open
+transaction would not see checkpoints committed after it.
 """
 from __future__ import annotations
 
@@ -40,17 +43,26 @@ class Checkpoint:
 
 def topic_configs(base: str, replication: int) -> dict[str, str]:
     """Server-side settings of one of the product's topics on a cluster of `replication` copies."""
-    config = {"cleanup.policy": "compact"} if base in wire.COMPACTED_TOPICS else {}
+    config = {"cleanup.policy": "compact"} if base in wire.COMPACTED_TOPICS or base == wire.AGENTS else {}
     if base == wire.DEVICES:
         config["max.message.bytes"] = str(MAX_DEVICE_RECORD_BYTES)
+    if base == wire.CHECKPOINTS:
+        # A plant commits a checkpoint per agent every few hundred milliseconds, and a producer
+        # that takes agents over reads this topic whole: small segments let the cleaner keep it
+        # near one record per agent instead of hours of history.
+        config.update({"segment.bytes": str(8 * 1024 * 1024), "segment.ms": "600000",
+                       "min.cleanable.dirty.ratio": "0.2"})
     if replication > 1:
         config["min.insync.replicas"] = "2"
     return config
 
 
 def ensure_topics(admin_config: dict[str, str], prefix: str, observation_partitions: int = 6,
-                  timeout: float = 30.0) -> None:
-    """Create the product's topics if missing: compaction where a topic is keyed by identity."""
+                  timeout: float = 30.0, agents_partitions: int = 6) -> None:
+    """Create the product's topics if missing: compaction where a topic is keyed by identity.
+
+    The agents topic (`mtconnect.agents`) gets `agents_partitions` partitions: at most that many
+    producer processes can share a plant's agents."""
     admin = AdminClient({**admin_config, "logger": kafka_log})
     metadata = admin.list_topics(timeout=timeout)
     replication = min(3, max(1, len(metadata.brokers)))
@@ -58,11 +70,12 @@ def ensure_topics(admin_config: dict[str, str], prefix: str, observation_partiti
     devices_topic = wire.topic_name(wire.DEVICES, prefix)
     if devices_topic in metadata.topics:
         _raise_record_limit(admin, devices_topic, MAX_DEVICE_RECORD_BYTES, timeout)
-    for base in wire.ALL_TOPICS:
+    for base in (*wire.ALL_TOPICS, wire.AGENTS):
         name = wire.topic_name(base, prefix)
         if name in metadata.topics:
             continue
-        partitions = observation_partitions if base == wire.OBSERVATIONS else (1 if base == wire.GAPS else 3)
+        partitions = {wire.OBSERVATIONS: observation_partitions, wire.GAPS: 1,
+                      wire.AGENTS: agents_partitions}.get(base, 3)
         wanted.append(NewTopic(name, num_partitions=partitions, replication_factor=replication,
                                config=topic_configs(base, replication)))
     if not wanted:
@@ -186,10 +199,67 @@ def read_to_end(client_config: dict[str, Any], topic: str, timeout: float = 30.0
         consumer.close()
 
 
-def read_checkpoints(consumer_config: dict[str, Any], prefix: str, timeout: float = 30.0) -> dict[str, Checkpoint]:
-    """The last committed checkpoint of every agent (read_committed, up to the end offsets)."""
+def wait_until_stable(client_config: dict[str, Any], topic: str, timeout: float = 30.0) -> float:
+    """Wait until every transaction that had written to `topic` when the call began is decided.
+
+    Under `read_committed` a reader sees nothing past the first record of a transaction that
+    is still open, not even records committed after it. A checkpoint read that stopped at such
+    a transaction could miss an agent's newer checkpoints (committed by another producer after
+    the open transaction began) and resume too early. So first the high watermarks are taken
+    (read_uncommitted), and then the last stable offsets are watched until they reach them.
+    A live producer's transaction is decided within its commit interval; one left open by a
+    producer that died is settled when its successor calls `init_transactions`, or aborted by
+    the broker after `transaction.timeout.ms`. Returns the seconds waited; raises
+    `KafkaException` after `timeout`.
+    """
+    from confluent_kafka import IsolationLevel
+    from confluent_kafka.admin import OffsetSpec
+
+    started = time.monotonic()
+    deadline = started + timeout
+    admin = AdminClient({**client_config, "logger": kafka_log})
+    metadata = admin.list_topics(topic, timeout=timeout)
+    if topic not in metadata.topics or metadata.topics[topic].error is not None:
+        return 0.0
+    partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
+
+    def ends(isolation) -> dict[int, int]:
+        request = {tp: OffsetSpec.latest() for tp in partitions}
+        futures = admin.list_offsets(request, isolation_level=isolation,
+                                     request_timeout=max(1.0, deadline - time.monotonic()))
+        return {tp.partition: future.result().offset for tp, future in futures.items()}
+
+    high = ends(IsolationLevel.READ_UNCOMMITTED)
+    warned = False
+    while True:
+        stable = ends(IsolationLevel.READ_COMMITTED)
+        behind = {p: (stable[p], high[p]) for p in high if stable.get(p, 0) < high[p]}
+        if not behind:
+            return time.monotonic() - started
+        now = time.monotonic()
+        if now > deadline:
+            raise KafkaException(KafkaError(
+                KafkaError._TIMED_OUT,
+                f"{topic}: transactions still open after {timeout} s in partitions "
+                f"{ {p: f'stable {s} < end {h}' for p, (s, h) in sorted(behind.items())} }"))
+        if not warned and now - started > 2.0:
+            warned = True
+            log.warning("event=checkpoints_wait topic=%s partitions=%s: a transaction is still open (a producer "
+                        "stopped mid-commit; its successor settles it, or the broker aborts it after "
+                        "transaction.timeout.ms)", topic, sorted(behind))
+        time.sleep(0.05)
+
+
+def read_checkpoints(consumer_config: dict[str, Any], prefix: str, timeout: float = 30.0,
+                     settled: bool = False) -> dict[str, Checkpoint]:
+    """The last committed checkpoint of every agent (read_committed, up to the end offsets).
+
+    With `settled`, every transaction open when the read begins is waited for first
+    (`wait_until_stable`), so no committed checkpoint hides behind one."""
     checkpoints: dict[str, Checkpoint] = {}
     topic = wire.topic_name(wire.CHECKPOINTS, prefix)
+    if settled:
+        wait_until_stable(consumer_config, topic, timeout)
     for message in read_to_end(consumer_config, topic, timeout):
         key = message.key()
         try:
@@ -257,8 +327,14 @@ class CheckpointStore:
                 raise self._error
             return self._checkpoints.get(agent)
 
+    def snapshot(self) -> dict[str, Checkpoint]:
+        """Every agent's checkpoint, from a read that started after this call."""
+        self.get("")
+        with self._condition:
+            return dict(self._checkpoints)
+
     def _read(self) -> dict[str, Checkpoint]:
         started = time.monotonic()
-        checkpoints = read_checkpoints(self._config, self._prefix, self._timeout)
+        checkpoints = read_checkpoints(self._config, self._prefix, self._timeout, settled=True)
         log.info("event=checkpoints_read agents=%d seconds=%.2f", len(checkpoints), time.monotonic() - started)
         return checkpoints

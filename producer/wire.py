@@ -488,3 +488,34 @@ def agent_status_problem(value: Any) -> str | None:
         shown = repr(state[:40]) if type(state) is str else _kind(state)
         return f"state must be one of {', '.join(AGENT_STATES)}, not {shown}"
     return _text_problem(value, "last_error", nullable=True) or _integer_problem(value, "instance_id", nullable=True)
+
+
+# ---- the plant's agent list
+#
+# `mtconnect.agents` is compacted and keyed by the agent's base URL (without a trailing slash):
+# its latest value per key is that agent's settings, and a tombstone (null value) removes the
+# agent. Producer processes of one group divide its partitions among themselves (Kafka consumer
+# group membership) and each follows the agents whose records are in its partitions, so the
+# partition of an agent's record decides which process follows it. Writers use Java's default
+# partitioner (murmur2 of the key), so every client puts a URL in the same partition.
+
+AGENTS = "mtconnect.agents"
+AGENTS_SCHEMA = 1
+AGENTS_PARTITIONER = "murmur2_random"
+# Settings an agent record may carry; each overrides the producer's own default for that agent.
+AGENT_SETTINGS = ("interval_ms", "heartbeat_ms", "count", "http_timeout_s", "stream_idle_s", "verify_tls")
+
+
+def agent_entry_value(agent: str, settings: Mapping[str, Any], updated_at: str,
+                      updated_by: str | None = None) -> dict[str, Any]:
+    """The value of an agent record: `settings` holds only keys of `AGENT_SETTINGS`."""
+    unknown = set(settings) - set(AGENT_SETTINGS)
+    if unknown:
+        raise ValueError(f"unknown agent settings {sorted(unknown)}; known: {list(AGENT_SETTINGS)}")
+    return {"schema": AGENTS_SCHEMA, "agent": agent, "settings": dict(settings),
+            "updated_at": updated_at, "updated_by": updated_by}
+
+
+def normalise_agent_url(url: str) -> str:
+    """The form an agent URL takes in every key: as given, without a trailing slash."""
+    return url.strip().rstrip("/")
