@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
@@ -203,3 +205,24 @@ def test_closing_with_a_tray_hides_to_it_and_quit_really_quits(make_window, qtbo
     with qtbot.waitSignal(window.shutdown_finished, timeout=30_000):
         window.quit()
     assert window._shut_down
+
+
+def test_start_at_login_writes_a_valid_autostart_entry_and_unticking_removes_it(make_window, qtbot, tmp_path,
+                                                                                 monkeypatch):
+    import shlex
+    import subprocess
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    entry = tmp_path / "config" / "autostart" / "machine-monitor.desktop"
+    window = make_window()
+    window.apply_settings(dataclasses.replace(window.settings, start_at_login=True))
+    assert entry.is_file(), "ticking start at login must put an entry in the freedesktop autostart folder"
+    # The freedesktop validator is the oracle for the entry's format.
+    checked = subprocess.run(["desktop-file-validate", str(entry)], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    fields = dict(line.split("=", 1) for line in entry.read_text().splitlines() if "=" in line)
+    command = shlex.split(fields["Exec"])
+    assert Path(command[0]).resolve() == Path(sys.executable).resolve() and command[1:] == ["-m", "desktop"]
+    assert fields.get("Hidden", "false") == "false" and fields["Type"] == "Application"
+    window.apply_settings(dataclasses.replace(window.settings, start_at_login=False))
+    assert not entry.exists(), "unticking start at login must remove the entry"
