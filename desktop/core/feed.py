@@ -91,6 +91,32 @@ def _error_text(exc: Exception) -> str:
     return error.str() if hasattr(error, "str") else str(exc)
 
 
+# What a broker answers for a partition whose leader is not settled yet (a topic just made,
+# a broker just restarted): asked again a moment later, the same lookup succeeds.
+# Kafka error codes: UNKNOWN_TOPIC_OR_PART 3, LEADER_NOT_AVAILABLE 5, NOT_LEADER_FOR_PARTITION 6,
+# REQUEST_TIMED_OUT 7, FENCED_LEADER_EPOCH 74, UNKNOWN_LEADER_EPOCH 75, OFFSET_NOT_AVAILABLE 78.
+_SETTLING_ERRORS = frozenset({3, 5, 6, 7, 74, 75, 78})
+
+
+def offsets_for_times(consumer: Any, partitions: list[Any], timeout: float = 10.0) -> list[Any]:
+    """`consumer.offsets_for_times`, asked again while the broker's leadership settles, for
+    up to `timeout` seconds in all; any other error, or one that outlasts it, is raised."""
+    from confluent_kafka import KafkaException
+
+    deadline = time.monotonic() + timeout
+    pause = 0.1
+    while True:
+        try:
+            return consumer.offsets_for_times(partitions, timeout=max(0.5, deadline - time.monotonic()))
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            code = error.code() if hasattr(error, "code") else None
+            if code not in _SETTLING_ERRORS or time.monotonic() + pause >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(1.0, pause * 2)
+
+
 def default_group_id() -> str:
     """Unique per app instance: every desktop reads everything, nobody shares partitions."""
     return f"machine-monitor-desktop-{socket.gethostname()}-{os.getpid()}-{next(_instance_counter)}"
@@ -284,7 +310,7 @@ class Feed:
                 partition.offset = OFFSET_BEGINNING
         if timed:
             try:
-                found = consumer.offsets_for_times(timed, timeout=10.0)
+                found = offsets_for_times(consumer, timed, timeout=10.0)
             except KafkaException as exc:
                 self._assign_errors.append(f"could not look up history offsets, reading new data only: {exc}")
                 found = []

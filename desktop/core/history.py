@@ -28,7 +28,7 @@ import numpy as np
 from producer import wire
 
 from desktop.core.batch import Record, SampleSeries, build_batch
-from desktop.core.feed import FeedConfig
+from desktop.core.feed import FeedConfig, offsets_for_times
 from desktop.core.machines import DEFAULT_OFFLINE_AFTER, MachineStatus, MachineTracker
 
 READ_BATCH = 5000
@@ -116,7 +116,7 @@ def load_history(config: FeedConfig, device_uuid: str, start: float, end: float 
         start_ms = int(start * 1000)
         end_ms = int(end * 1000) if end is not None else None
         try:
-            located = consumer.offsets_for_times([TopicPartition(topic, n, start_ms) for n in numbers], timeout=10.0)
+            located = offsets_for_times(consumer, [TopicPartition(topic, n, start_ms) for n in numbers], timeout=10.0)
         except KafkaException as exc:
             raise HistoryError(f"could not look up offsets for {time.ctime(start)}: {exc}") from exc
         plan: list[TopicPartition] = []
@@ -126,7 +126,8 @@ def load_history(config: FeedConfig, device_uuid: str, start: float, end: float 
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition.partition), timeout=10.0)
             first = partition.offset if partition.offset >= 0 else high
             if end_ms is not None:
-                after = consumer.offsets_for_times([TopicPartition(topic, partition.partition, end_ms + 1)], timeout=10.0)[0]
+                after = offsets_for_times(consumer, [TopicPartition(topic, partition.partition, end_ms + 1)],
+                                          timeout=10.0)[0]
                 if after.offset >= 0:
                     high = min(high, after.offset)
             if first < high:
