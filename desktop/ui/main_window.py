@@ -482,7 +482,10 @@ class MainWindow(QMainWindow):
             title = "Machine Monitor" + (f" — {in_alarm} machine(s) in alarm" if in_alarm else "")
             if self.windowTitle() != title:
                 self.setWindowTitle(title)
-            self.notifier.set_status(self.worst_status(), counts, self.model.journal.unacknowledged_count())
+            # From the machines' views: the journal belongs to the core thread, which changes it
+            # while this runs.
+            unacknowledged = sum(view.unacknowledged for view in self.state.machines.values())
+            self.notifier.set_status(self.worst_status(), counts, unacknowledged)
             for uuid in dirty:
                 view = self.details.get(uuid)
                 machine = self.state.machines.get(uuid)

@@ -226,3 +226,26 @@ def test_start_at_login_writes_a_valid_autostart_entry_and_unticking_removes_it(
     assert fields.get("Hidden", "false") == "false" and fields["Type"] == "Application"
     window.apply_settings(dataclasses.replace(window.settings, start_at_login=False))
     assert not entry.exists(), "unticking start at login must remove the entry"
+
+
+def test_the_tray_counts_alarms_to_acknowledge_without_reading_the_core_threads_journal(make_window, qtbot, devices):
+    import re
+    import threading
+
+    window = make_window(use_tray=True)
+    window.show()
+    assert window.notifier.uses_tray
+    journal = window.model.journal
+    original = journal.unacknowledged_count
+    readers: list[int] = []
+
+    def counted() -> int:
+        readers.append(threading.get_ident())
+        return original()
+    # The core thread changes the journal while the GUI redraws: reading it there raced
+    # ("OrderedDict mutated during iteration" under load).
+    journal.unacknowledged_count = counted
+    window.ingest(testing.batch_of(devices, mazak03_until(devices, line_of("|motion_cond|Fault|791|"))))
+    to_acknowledge = re.compile(r"\b[1-9]\d* alarm\(s\) to acknowledge")
+    qtbot.waitUntil(lambda: to_acknowledge.search(window.notifier.tray.toolTip()) is not None, timeout=15_000)
+    assert threading.get_ident() not in readers, "the GUI thread read the journal the core thread writes"
