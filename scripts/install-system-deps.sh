@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the app and its tests need: Java 17 and Maven for the
 # local Kafka broker, Qt's X11 libraries, Xvfb and a tray host for the system-tray
-# tests. Does nothing when everything is present; as non-root it prints the command.
+# tests, the freedesktop entry validator for the start-at-login test. Does nothing when
+# everything is present; as non-root it prints the command.
 set -euo pipefail
 
 need=()
@@ -11,6 +12,7 @@ command -v Xvfb >/dev/null 2>&1 || need+=(xvfb)
 command -v trayer >/dev/null 2>&1 || need+=(trayer)
 command -v xwd >/dev/null 2>&1 || need+=(x11-apps)
 command -v xprop >/dev/null 2>&1 || need+=(x11-utils)  # xprop, xwininfo: what a window shows
+command -v desktop-file-validate >/dev/null 2>&1 || need+=(desktop-file-utils)
 for lib in libxcb-cursor0 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1 libdbus-1-3 \
            libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0 \
            libxcb-render-util0 libxcb-image0; do

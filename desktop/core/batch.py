@@ -23,6 +23,23 @@ import numpy as np
 
 from producer import wire
 
+try:  # orjson parses the same JSON several times faster; it is stricter, never more lenient
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - a declared dependency
+    _orjson = None
+
+
+def decode_value(payload: bytes | None) -> tuple[Any, str | None]:
+    """`wire.decode_record`, fast: orjson first, and whatever orjson refuses (invalid UTF-8,
+    NaN, lone surrogates, integers beyond 64 bits, deep nesting...) goes to `decode_record`,
+    so every refusal is worded - and every value accepted - exactly as there."""
+    if payload is not None and _orjson is not None:
+        try:
+            return _orjson.loads(payload), None
+        except _orjson.JSONDecodeError:
+            pass
+    return wire.decode_record(payload)
+
 SeriesKey = tuple[str, str]  # (device uuid, data item id)
 
 # Bounds for a merged backlog: the plot never needs more points per item than a ring buffer
@@ -82,6 +99,13 @@ class Batch:
     # True when some records were written to Kafka before the feed started (history read at
     # start-up, not live data): their alarms are listed, but only still-active ones pop up.
     catching_up: bool = False
+    # Device uuid -> when its newest record in the batch was published (Kafka timestamp,
+    # epoch seconds): how fresh each machine's data is.
+    seen: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    # Valid observation records (exact; `observations` of a merged batch are compacted).
+    observation_records: int = 0
+    # Device uuid -> the observation partitions its records came from (where its history is).
+    partitions: Mapping[str, frozenset[int]] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def is_empty(self) -> bool:
@@ -137,6 +161,8 @@ def build_batch(records: Iterable[Record], topic_prefix: str = "") -> Batch:
     skipped: list[SkippedRecord] = []
     skipped_count = 0
     count = 0
+    seen: dict[str, float] = {}
+    partitions: dict[str, set[int]] = {}
 
     for record in records:
         count += 1
@@ -147,6 +173,12 @@ def build_batch(records: Iterable[Record], topic_prefix: str = "") -> Batch:
                             sample_times, sample_values, errors)
         except Exception as exc:  # noqa: BLE001 - a record must never stop the feed; it is reported
             problem = f"could not be read ({type(exc).__name__})"
+        if problem is None and record.timestamp_ms and record.topic == observations_topic and observations:
+            device = observations[-1]["device_uuid"]
+            partitions.setdefault(device, set()).add(record.partition)
+            moment = record.timestamp_ms / 1000.0
+            if moment > seen.get(device, 0.0):
+                seen[device] = moment
         if problem is not None:
             skipped_count += 1
             if len(skipped) < MAX_SKIPPED:
@@ -165,6 +197,9 @@ def build_batch(records: Iterable[Record], topic_prefix: str = "") -> Batch:
         record_count=count,
         skipped=tuple(skipped),
         skipped_count=skipped_count,
+        seen=MappingProxyType(seen),
+        observation_records=len(observations),
+        partitions=MappingProxyType({device: frozenset(numbers) for device, numbers in partitions.items()}),
     )
 
 
@@ -173,7 +208,7 @@ def _take(record: Record, observations_topic: str, devices_topic: str,
           sample_times: dict[SeriesKey, list[float]], sample_values: dict[SeriesKey, list[float]],
           errors: list[str]) -> str | None:
     """Add one record to the batch under construction; what is wrong with it, or None."""
-    value, problem = wire.decode_record(record.value)
+    value, problem = decode_value(record.value)
     if problem is not None:
         return problem
     if record.topic == observations_topic:
@@ -269,6 +304,10 @@ def merge(first: Batch | None, second: Batch, max_points: int = MAX_MERGED_POINT
         skipped=(first.skipped + second.skipped)[-MAX_SKIPPED:],
         skipped_count=first.skipped_count + second.skipped_count,
         catching_up=first.catching_up or second.catching_up,
+        observation_records=first.observation_records + second.observation_records,
+        partitions=MappingProxyType({**first.partitions, **{k: v | first.partitions.get(k, frozenset())
+                                                            for k, v in second.partitions.items()}}),
+        seen=MappingProxyType({**first.seen, **{k: max(v, first.seen.get(k, 0.0)) for k, v in second.seen.items()}}),
     )
 
 

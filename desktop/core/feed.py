@@ -16,6 +16,15 @@ escapes `run`, and the consumer is closed in every case. Every record that does 
 the schema is skipped (see `desktop.core.batch`) and logged once, with topic, partition and
 offset, through `SkippedRecordLog`, which caps how many lines a flood of bad records writes.
 
+Liveness: a broker that stops answering (frozen, or its host gone without a reset) does not
+make `consume()` fail, it only returns nothing. So whenever no record came for
+`LIVENESS_PROBE_AFTER` seconds the feed asks for the cluster metadata (2 s timeout); an answer
+is contact. Without contact for `STALLED_AFTER` s the state is `stalled` (amber), for
+`UNREACHABLE_AFTER` s `unreachable` (red), both well within 10 s. Status is reported once per
+change of state, and librdkafka's own log lines (a refused connection is logged on every
+retry) go through `KafkaLogThrottle`: the first line of each kind per feed state, then a count
+of what was held back when the state changes.
+
 Consumer properties are merged in one documented order: the feed's defaults, then the
 user's settings (security, any librdkafka property), then what the feed must control
 (group id, offsets, isolation) - later wins.
@@ -37,11 +46,10 @@ from producer import wire
 from desktop.core.batch import Batch, BatchGate, Record, SkippedRecord, build_batch
 
 DEFAULT_HISTORY_SECONDS = 600.0
-CONSUME_BATCH = 500
+# Records per consume() at most: large enough that a plant's stream (tens of thousands of
+# records a second) is a few batches a second, not hundreds.
+CONSUME_BATCH = 5000
 CONSUME_TIMEOUT = 0.2
-# A partition created a moment ago has no leader yet: its history offsets are asked again
-# (0.2, 0.4, 0.8, 1.6, 2, 2 s apart) before the feed settles for new data only.
-HISTORY_LOOKUP_ATTEMPTS = 7
 # How often to look at the cluster metadata: for topics not there yet and while not
 # connected (to notice the broker is back), and, less often, for partitions added later.
 _PROBE_INTERVAL = 5.0
@@ -52,7 +60,12 @@ CONNECTING = "connecting"
 CONNECTED = "connected"
 UNREACHABLE = "unreachable"
 WAITING = "waiting"  # connected, but the topics do not exist yet
+STALLED = "stalled"  # connected before, but the broker has not answered for a few seconds
 STOPPED = "stopped"
+
+LIVENESS_PROBE_AFTER = 2.0
+STALLED_AFTER = 3.5
+UNREACHABLE_AFTER = 7.0
 
 _instance_counter = itertools.count(1)
 _kafka_log = logging.getLogger("desktop.kafka")
@@ -76,6 +89,32 @@ def _error_text(exc: Exception) -> str:
     """The readable part of a KafkaException (its KafkaError's message), else str()."""
     error = exc.args[0] if exc.args else None
     return error.str() if hasattr(error, "str") else str(exc)
+
+
+# What a broker answers for a partition whose leader is not settled yet (a topic just made,
+# a broker just restarted): asked again a moment later, the same lookup succeeds.
+# Kafka error codes: UNKNOWN_TOPIC_OR_PART 3, LEADER_NOT_AVAILABLE 5, NOT_LEADER_FOR_PARTITION 6,
+# REQUEST_TIMED_OUT 7, FENCED_LEADER_EPOCH 74, UNKNOWN_LEADER_EPOCH 75, OFFSET_NOT_AVAILABLE 78.
+_SETTLING_ERRORS = frozenset({3, 5, 6, 7, 74, 75, 78})
+
+
+def offsets_for_times(consumer: Any, partitions: list[Any], timeout: float = 10.0) -> list[Any]:
+    """`consumer.offsets_for_times`, asked again while the broker's leadership settles, for
+    up to `timeout` seconds in all; any other error, or one that outlasts it, is raised."""
+    from confluent_kafka import KafkaException
+
+    deadline = time.monotonic() + timeout
+    pause = 0.1
+    while True:
+        try:
+            return consumer.offsets_for_times(partitions, timeout=max(0.5, deadline - time.monotonic()))
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            code = error.code() if hasattr(error, "code") else None
+            if code not in _SETTLING_ERRORS or time.monotonic() + pause >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(1.0, pause * 2)
 
 
 def default_group_id() -> str:
@@ -154,6 +193,35 @@ class SkippedRecordLog:
         self._next_summary = self._clock() + self._interval
 
 
+class KafkaLogThrottle:
+    """Stands in for a `logging.Logger` as librdkafka's `logger`: the first line of each kind
+    (librdkafka facility, e.g. FAIL, CONNECT) while the feed stays in one state is logged,
+    repeats are counted and summarised once the state changes."""
+
+    def __init__(self, logger: logging.Logger = _kafka_log) -> None:
+        self._logger = logger
+        self._seen: set[tuple[int, str]] = set()
+        self._held = 0
+
+    def log(self, level: int, message: str, *args: Any, **kwargs: Any) -> None:
+        facility = str(args[0]) if args else message.split(" ", 1)[0]
+        if (level, facility) in self._seen:
+            self._held += 1
+            return
+        self._seen.add((level, facility))
+        self._logger.log(level, message, *args, **kwargs)
+
+    def state_changed(self, state: str) -> None:
+        if self._held:
+            self._logger.info("%d similar Kafka client message(s) not repeated; now %s", self._held, state)
+        self._held = 0
+        self._seen.clear()
+
+    # librdkafka only calls log(); these keep the object usable where a Logger is expected.
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging.Logger API
+        return self._logger.isEnabledFor(level)
+
+
 StatusCallback = Callable[[str, str], None]
 BatchCallback = Callable[[Batch], None]
 
@@ -168,6 +236,12 @@ class Feed:
         self.gate = BatchGate()
         self.skipped_log = SkippedRecordLog()
         self._state = ""
+        self._detail = ""
+        self._detail_kind = ""
+        self._last_error = ""
+        self.log_throttle = KafkaLogThrottle()
+        # Monotonic time of the last answer from the cluster (records or metadata).
+        self.last_contact: float | None = None
         self._on_status: StatusCallback = _noop_status
         self._assign_errors: list[str] = []
         # Wall-clock ms when this feed started: records written before it are history.
@@ -184,10 +258,25 @@ class Feed:
     # -- status -------------------------------------------------------------------------
 
     def _set_status(self, state: str, detail: str = "") -> None:
-        if state == self._state and state in (CONNECTED, STOPPED):
+        # Once per change of state (waiting: also when the missing topics change); a broker
+        # that refuses every retry would otherwise report many times a second.
+        # An unreachable broker that turns out to refuse the credentials is news: say it once.
+        kind = "auth" if "authentication" in detail else ""
+        if state == self._state and (state != WAITING or detail == self._detail) and \
+                (state != UNREACHABLE or kind == self._detail_kind):
             return
+        self._detail_kind = kind
         self._state = state
+        self._detail = detail
+        self.log_throttle.state_changed(state)
         self._on_status(state, detail)
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def _contact(self) -> None:
+        self.last_contact = time.monotonic()
 
     def _on_kafka_error(self, error: Any) -> None:
         """librdkafka's error callback (runs inside consume on the feed thread)."""
@@ -205,7 +294,8 @@ class Feed:
             self._set_status(UNREACHABLE, self._last_connect_error or error.str())
         elif code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL):
             self._set_status(UNREACHABLE, f"authentication failed: {error.str()}")
-        else:
+        elif error.str() != self._last_error:
+            self._last_error = error.str()
             self._on_status("error", error.str())
 
     # -- assignment ---------------------------------------------------------------------
@@ -231,7 +321,7 @@ class Feed:
                 partition.offset = OFFSET_BEGINNING
         if timed:
             try:
-                found = self._history_offsets(consumer, timed)
+                found = offsets_for_times(consumer, timed, timeout=10.0)
             except KafkaException as exc:
                 self._assign_errors.append(f"could not look up history offsets, reading new data only: {exc}")
                 found = []
@@ -249,28 +339,6 @@ class Feed:
         if partitions:
             self._set_status(CONNECTED, self.config.bootstrap_servers)
 
-    @staticmethod
-    def _history_offsets(consumer: Any, timed: list[Any]) -> list[Any]:
-        """The first offsets at or after each partition's start time, asked again while the
-        cluster is still electing a leader (a topic the producer created a moment ago answers
-        NOT_LEADER_FOR_PARTITION or UNKNOWN_TOPIC_OR_PART for a second or two)."""
-        from confluent_kafka import KafkaError, KafkaException
-
-        passing = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-                   KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION)
-        delay = 0.2
-        for _ in range(HISTORY_LOOKUP_ATTEMPTS - 1):
-            try:
-                return consumer.offsets_for_times(timed, timeout=10.0)
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                if error is None or error.code() not in passing:
-                    raise
-                log.debug("history offsets not available yet (%s); asking again in %.1f s", error.str(), delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        return consumer.offsets_for_times(timed, timeout=10.0)
-
     # -- main loop ----------------------------------------------------------------------
 
     def _create_consumer(self) -> Any:
@@ -278,7 +346,7 @@ class Feed:
         properties["error_cb"] = self._on_kafka_error
         # librdkafka's own log lines go through logging (not raw to stderr); they are
         # delivered inside consume(), on the feed thread.
-        properties.setdefault("logger", _kafka_log)
+        properties.setdefault("logger", self.log_throttle)
         from confluent_kafka import Consumer
 
         return Consumer(properties)
@@ -299,7 +367,8 @@ class Feed:
             except KafkaException as exc:
                 raise RuntimeError(f"invalid Kafka settings: {_error_text(exc)}") from exc
             complete = self._probe(consumer, topics)
-            next_probe = time.monotonic() + (_PARTITION_CHECK_INTERVAL if complete else _PROBE_INTERVAL)
+            last_probe = time.monotonic()
+            next_probe = last_probe + (_PARTITION_CHECK_INTERVAL if complete else _PROBE_INTERVAL)
             while not stop_event.is_set():
                 messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=CONSUME_TIMEOUT)
                 records: list[Record] = []
@@ -328,6 +397,7 @@ class Feed:
                         continue
                     problems.append(f"Kafka error on {message.topic()} partition {message.partition()}: {error.str()}")
                 if records:
+                    self._contact()
                     self._set_status(CONNECTED, self.config.bootstrap_servers)
                 if records or problems:
                     batch = build_batch(records, self.config.topic_prefix)
@@ -344,10 +414,14 @@ class Feed:
                 if pending is not None:
                     on_batch(pending)
                 self.skipped_log.flush()
-                if time.monotonic() >= next_probe:
+                moment = time.monotonic()
+                quiet = self.last_contact is None or moment - self.last_contact >= LIVENESS_PROBE_AFTER
+                if moment >= next_probe or (quiet and moment >= last_probe + LIVENESS_PROBE_AFTER):
                     complete = self._probe(consumer, topics)
+                    last_probe = time.monotonic()
                     steady = complete and self._state == CONNECTED
-                    next_probe = time.monotonic() + (_PARTITION_CHECK_INTERVAL if steady else _PROBE_INTERVAL)
+                    next_probe = last_probe + (_PARTITION_CHECK_INTERVAL if steady else _PROBE_INTERVAL)
+                self._check_liveness()
         finally:
             self.skipped_log.flush(force=True)
             if consumer is not None:
@@ -357,6 +431,16 @@ class Feed:
                     pass
             self._set_status(STOPPED, "")
 
+    def _check_liveness(self) -> None:
+        """Connected, but no answer for a while: stalled, then unreachable."""
+        if self.last_contact is None or self._state not in (CONNECTED, WAITING, STALLED):
+            return
+        silent = time.monotonic() - self.last_contact
+        if silent >= UNREACHABLE_AFTER:
+            self._set_status(UNREACHABLE, f"no answer from {self.config.bootstrap_servers} for {silent:.0f} s")
+        elif silent >= STALLED_AFTER and self._state != STALLED:
+            self._set_status(STALLED, f"no answer for {silent:.0f} s")
+
     def _probe(self, consumer: Any, topics: Mapping[str, str]) -> bool:
         """Look at the cluster metadata: tells "broker back" and "topics not created yet" apart,
         and assigns partitions not assigned yet. True when every topic was there."""
@@ -365,6 +449,10 @@ class Feed:
         try:
             metadata = consumer.list_topics(timeout=2.0)
         except KafkaException as exc:
+            if self._state in (CONNECTED, WAITING, STALLED) and self.last_contact is not None:
+                # Answered before: stalled until the silence is long enough to call it unreachable.
+                self._check_liveness()
+                return False
             # The error callback has usually said why already (refused, authentication...).
             if self._state != UNREACHABLE:
                 error = exc.args[0] if exc.args else None
@@ -374,6 +462,7 @@ class Feed:
                     self._set_status(UNREACHABLE, _error_text(exc))
             return False
         self._known_brokers = len(metadata.brokers)
+        self._contact()
         missing = []
         new = []
         for name in topics.values():

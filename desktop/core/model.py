@@ -1,13 +1,15 @@
-"""The desktop's model: everything the views show, updated one batch at a time.
+"""The desktop's model: the fleet, sample buffers, alarm engine and journal, one batch at a time.
 
-`MonitorModel.apply` is what the GUI slot calls for each batch: it updates the fleet
-(device models, agent reachability, machine state), appends sample arrays to the ring
-buffers, runs the alarm engine and the alarm journal, and counts messages for the rate shown
-in the status bar. It returns the alarm events, so the GUI can notify; it never draws. The
-views read the model on their own timer, using the version counters to skip unchanged parts.
+`MonitorModel.apply` runs on the core thread (`desktop.core.monitor.CoreRunner`), never on
+the GUI thread: it updates the fleet (device models, agent reachability, machine state),
+appends sample arrays to the ring buffers, runs the alarm engine and writes the alarm journal
+(SQLite) before anything of the batch can be shown, and counts messages for the rate. It
+returns the alarm events and which machines the batch touched; `desktop.core.monitor`
+reduces that into the immutable update the GUI receives. It never draws.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from typing import Any, Mapping
 
 from desktop.core.alarms import Alarm, AlarmEngine, AlarmEvent, AlarmJournal, Notice, RuleSet
 from desktop.core.batch import Batch, SeriesKey
-from desktop.core.machines import Fleet
+from desktop.core.machines import DEFAULT_OFFLINE_AFTER, Fleet
 from desktop.core.ringbuffer import DEFAULT_CAPACITY, DEFAULT_WINDOW_SECONDS, SeriesStore
 
 # The data item type plotted by default: spindle speed.
@@ -33,6 +35,8 @@ class ModelUpdate:
     notices: tuple[Notice, ...] = ()
     devices_changed: bool = False
     observation_count: int = 0
+    # Machines whose state may have changed (observations, device records, agent status).
+    touched: frozenset[str] = frozenset()
 
 
 class RateMeter:
@@ -58,9 +62,11 @@ class RateMeter:
 
 class MonitorModel:
     def __init__(self, capacity: int = DEFAULT_CAPACITY, window_seconds: float = DEFAULT_WINDOW_SECONDS,
-                 rules: RuleSet | None = None, journal: AlarmJournal | None = None, station: str = "") -> None:
+                 rules: RuleSet | None = None, journal: AlarmJournal | None = None, station: str = "",
+                 offline_after: float = DEFAULT_OFFLINE_AFTER) -> None:
         self.window_seconds = window_seconds
-        self.fleet = Fleet()
+        self.offline_after = offline_after
+        self.fleet = Fleet(offline_after)
         self.series = SeriesStore(capacity)
         # Without a rules file: every MTConnect Condition (FAULT critical, WARNING medium).
         self.alarm_engine = AlarmEngine(rules or RuleSet.conditions_only(), station=station)
@@ -83,7 +89,7 @@ class MonitorModel:
     def reset(self) -> None:
         """Start over before history is read again (a reconnect): keep the alarm journal and
         what was already notified, so the re-read history updates rows instead of popping up."""
-        self.fleet = Fleet()
+        self.fleet = Fleet(self.offline_after)
         self.series.clear()
         self.alarm_engine.reset()
         self._items.clear()
@@ -104,16 +110,19 @@ class MonitorModel:
             self.skipped.extend(record.describe() for record in batch.skipped)
 
         events: list[AlarmEvent] = []
+        touched: set[str] = set()
         for device_uuid, device in batch.devices:
+            touched.add(device_uuid)
             self.fleet.set_device(device_uuid, device)
             self._learn_device_items(device_uuid, device)
             self.alarm_engine.set_device(device_uuid, device, now)
         for agent, status in batch.agent_statuses:
             self.fleet.set_agent_status(agent, status)
+            touched.update(self.fleet.devices_of_agent(agent))
             events += self.alarm_engine.set_agent_status(agent, status, now)
 
         if batch.observations:
-            self.fleet.observe(batch.observations)
+            touched |= self.fleet.observe(batch.observations, batch.seen, now)
             self._learn_observed_items(batch.observations)
             self.observation_count += len(batch.observations)
             self.last_data_at = now
@@ -122,8 +131,9 @@ class MonitorModel:
             self.series.extend(series_key, series.times, series.values)
 
         events += self.alarm_engine.process(batch.observations, now)
-        return self._alarm_update(events, batch.catching_up, devices_changed=bool(batch.devices),
-                                  observation_count=len(batch.observations))
+        update = self._alarm_update(events, batch.catching_up, devices_changed=bool(batch.devices),
+                                    observation_count=len(batch.observations))
+        return dataclasses.replace(update, touched=frozenset(touched))
 
     def tick(self, now: float | None = None) -> ModelUpdate:
         """Wall-clock alarm work (machine offline, shelve expiry) for the views' timer."""
@@ -156,10 +166,16 @@ class MonitorModel:
         if device is None:
             self._items.pop(device_uuid, None)
         else:
-            items = self._items.setdefault(device_uuid, {})
+            # The device model's order, whatever order observations arrived in: the default
+            # pens (the first spindle) must be the same on every run.
+            observed = self._items.get(device_uuid, {})
+            items = {}
             for item in device.get("data_items") or ():
                 if isinstance(item, Mapping) and item.get("id"):
                     items[str(item["id"])] = {field: item.get(field) for field in _ITEM_FIELDS}
+            for item_id, descriptor in observed.items():
+                items.setdefault(item_id, descriptor)
+            self._items[device_uuid] = items
         self.items_version += 1
 
     def _learn_observed_items(self, observations: tuple[Mapping[str, Any], ...]) -> None:

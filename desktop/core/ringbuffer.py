@@ -55,8 +55,9 @@ class RingBuffer:
             raise ValueError(f"times and values must be 1-D and equal length, got {times.shape} and {values.shape}")
         if times.size == 0:
             return
-        backwards = np.flatnonzero(np.diff(times) < 0)
-        if backwards.size:
+        # Most appends carry one or two points (a batch per series): no diff needed then.
+        backwards = np.flatnonzero(np.diff(times) < 0) if times.size > 1 else ()
+        if len(backwards):
             # Only what follows the last jump back is in order with what comes next.
             cut = int(backwards[-1]) + 1
             times, values = times[cut:], values[cut:]

@@ -1,9 +1,13 @@
 """Application wiring: settings, style, main window and local services, plus the two
 non-interactive modes of `python -m desktop`.
 
-`run` starts the GUI. With `--screenshot PNG --after S` it waits for the first observations
-(giving up after two minutes with exit code 1), lets S seconds of live data arrive, saves the
-window, and quits cleanly, stopping the child services. `run_self_test` needs no display: it
+`run` starts the GUI. With `--screenshot PNG --after S --view NAME` it waits for the first
+observations (giving up after two minutes with exit code 1), lets S seconds of live data
+arrive, brings up the named view (`desktop.ui.views`: overview, detail, settings, or one a
+later module registered), waits until that view says it is ready (the detail view: history
+loaded), saves it, and quits cleanly, stopping the child services. An interactive start
+first asks a running instance for the same settings folder to show its window and exits if
+one answered (`desktop.ui.single`), so one PC never runs two sets of local services. `run_self_test` needs no display: it
 checks the bundled resources, starts the local broker, replay agent and producer, waits for
 observations to arrive through Kafka, stops everything and prints one PASS/FAIL line per
 check. Either way, SIGINT/SIGTERM close the app the normal way, so children are stopped.
@@ -35,7 +39,10 @@ from desktop.ui import first_run
 from desktop.ui.main_window import MainWindow
 from desktop.ui.services import LocalServices
 from desktop.ui.theme import apply_style
+from desktop.ui.views import get_view, view_names
 from desktop.ui.workers import FeedWorker
+
+VIEW_READY_TIMEOUT = 90.0
 
 FIRST_BATCH_TIMEOUT = 120.0
 SELF_TEST_TIMEOUT = 420.0  # broker start (jar download) + first data + stop
@@ -113,11 +120,18 @@ def ask_about_broken_settings(error: SettingsError, config_dir: Path) -> Setting
 class ScreenshotJob(QObject):
     """Waits for live data, saves the window after `after` seconds of it, then closes it."""
 
-    def __init__(self, window: MainWindow, path: Path, after: float, first_batch_timeout: float = FIRST_BATCH_TIMEOUT) -> None:
+    def __init__(self, window: MainWindow, path: Path, after: float, first_batch_timeout: float = FIRST_BATCH_TIMEOUT,
+                 view: str = "overview") -> None:
         super().__init__(window)
         self.window = window
         self.path = path
         self.after = after
+        self.view = view
+        self._target = None
+        self._ready_deadline = 0.0
+        self._poll = QTimer(self)
+        self._poll.setInterval(200)
+        self._poll.timeout.connect(self._on_poll)
         self.exit_code: int | None = None
         self._timeout = QTimer(self)
         self._timeout.setSingleShot(True)
@@ -135,7 +149,36 @@ class ScreenshotJob(QObject):
         QTimer.singleShot(int(self.after * 1000), self._take)
 
     def _take(self) -> None:
-        if self.window.save_screenshot(self.path):
+        view = get_view(self.view)
+        if view is None:
+            print(f"error: no view {self.view!r}; known: {', '.join(view_names())}", file=sys.stderr, flush=True)
+            self.exit_code = 2
+            self.window.close()
+            return
+        self._target = view.show(self.window)
+        if self._target is None:
+            print(f"error: view {self.view!r} has nothing to show yet", file=sys.stderr, flush=True)
+            self.exit_code = 1
+            self.window.close()
+            return
+        self._ready = view.ready
+        self._ready_deadline = time.monotonic() + VIEW_READY_TIMEOUT
+        self._poll.start()
+
+    def _on_poll(self) -> None:
+        ready = self._ready is None or self._ready(self.window, self._target)
+        if not ready and time.monotonic() < self._ready_deadline:
+            return
+        self._poll.stop()
+        if not ready:
+            print(f"warning: view {self.view!r} not ready after {VIEW_READY_TIMEOUT:g} s; saving it as it is",
+                  file=sys.stderr, flush=True)
+        # Let the timer draw the view once more before it is captured.
+        QTimer.singleShot(500, self._save)
+
+    def _save(self) -> None:
+        target = self._target if self._target is not self.window else None
+        if self.window.save_screenshot(self.path, target):
             print(f"screenshot saved to {self.path}", flush=True)
             self.exit_code = 0
         else:
@@ -185,19 +228,37 @@ def run(options: argparse.Namespace) -> int:
             print(f"error: {command_line_error}", file=sys.stderr)
             return 2
 
+    instance = None
+    if not options.screenshot:
+        from desktop.ui.single import InstanceServer, ask_running_instance
+
+        if ask_running_instance(config_dir):
+            print("Machine Monitor is already running for these settings; its window was brought forward.", flush=True)
+            return 0
+        instance = InstanceServer(config_dir, app)
     settings = first_run.ask_on_first_start(settings, config_dir, options)  # no settings file yet: the first-run wizard
-    services = (
-        LocalServices(settings.replay_speed, settings.topic_prefix, parent=app) if settings.is_local else None
-    )
+    if options.screenshot and get_view(options.view) is None:
+        print(f"error: --view {options.view!r} is not known; choose one of {', '.join(view_names())}", file=sys.stderr)
+        return 2
+    services = LocalServices.from_settings(settings, config_dir, parent=app) if settings.is_local else None
     window = MainWindow(settings, services, config_dir)
+    if instance is not None:
+        instance.show_requested.connect(window._on_show_window_requested)
     job = None
     if options.screenshot:
-        job = ScreenshotJob(window, Path(options.screenshot), options.after)
+        window.resize(1440, 900)
+        job = ScreenshotJob(window, Path(options.screenshot), options.after, view=options.view)
     wakeup = _install_signal_handlers(window.close)
     if services is not None:
         # Last line of defence (e.g. the loop was quit directly): stop children synchronously.
         app.aboutToQuit.connect(lambda: services.stop_now() if services.active else None)
-    window.show()
+    minimised = getattr(options, "minimised", False) or (settings.start_minimised and not options.screenshot)
+    if minimised and window.notifier.uses_tray:
+        pass  # monitoring in the tray; the tray icon shows the window
+    elif minimised:
+        window.showMinimized()
+    else:
+        window.show()
     window.start()
     code = app.exec()
     wakeup.stop()

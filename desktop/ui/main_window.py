@@ -1,20 +1,34 @@
-"""The main window: machine overview, live plot, alarm table, banner and status bar, and the
-wiring between the feed, the local services and the model.
+"""The main window: tabs (overview, one per opened machine, and views added later), banner,
+status bar, tray, and the wiring between feed, core thread, local services and views.
 
-Data path: `FeedWorker.batch_received` -> `_on_batch_received` (apply to the model, pop up
-notifications, release the feed for the next batch) - that slot never draws. One `QTimer`
-(15 Hz) redraws: tiles, plot, alarm table and status bar, each skipping what did not change.
-In local mode the window starts `LocalServices` and starts the feed once the broker's
-bootstrap address is known; in remote mode (or when constructed with `services=None`, as the
-tests do) it starts the feed straight from the settings. Closing the window first stops the
-feed and the services it started, asynchronously, then closes for real.
+Threads and data path (nothing per observation, and no disk I/O, on the GUI thread):
+
+    FeedWorker thread: Kafka consume, decode, validate  --offer_batch-->
+    CoreWorker thread: MonitorCore.apply (fleet, machine state, ring buffers, alarm engine,
+                       SQLite journal written before anything is shown)  --update_ready-->
+    GUI thread: `_on_update_ready` applies the immutable `ViewUpdate` to `ViewState` (dict
+                updates, a few numpy appends), notifies, releases the core for the next one.
+
+One `QTimer` (15 Hz) draws: only the tiles whose content changed, the visible detail tab,
+the alarm table and the status bar. User actions on alarms go to the core thread through
+`submit(fn)` (`CoreWorker.submit`): `fn(core)` runs between batches, its events come back
+with the next update. Later views join with `add_view(name, title, widget)`: a tab, and a
+name the screenshot command (`--view NAME`, see `desktop.ui.views`) can show.
+
+Kafka state in the status bar is what the feed reports: connected (green), stalled (amber:
+no answer for a few seconds), unreachable (red), within 10 s of a broker that stops
+answering. In local mode the window starts `LocalServices` and starts the feed once the
+broker's address is known; a service that dies is restarted with backoff and the bar says so.
+Closing the window hides it to the tray when there is one (the first time with a hint); Quit
+(menu or tray) stops the feed and the services this window started, then closes for real.
 """
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
@@ -24,35 +38,41 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressBar,
-    QScrollArea,
     QSplitter,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from desktop.core.batch import Batch
-from desktop.core.feed import CONNECTED, CONNECTING, DEFAULT_HISTORY_SECONDS, STOPPED, UNREACHABLE, WAITING, FeedConfig
-from desktop.core.machines import MachineStatus
+from desktop.core.feed import CONNECTED, CONNECTING, DEFAULT_HISTORY_SECONDS, STALLED, STOPPED, UNREACHABLE, WAITING, FeedConfig
+from desktop.core.machines import MachineStatus, worst
 from desktop.core.model import MonitorModel
+from desktop.core.monitor import ALARM_STATE_ORDER, MonitorCore, ViewUpdate
 from desktop.core.services import SERVICE_LABELS, SERVICE_NAMES, ServiceState
 from desktop.core.settings import Settings, save_settings
+from desktop.core.viewstate import ViewState
 from desktop.ui.alarm_table import AlarmTable
+from desktop.ui.detail import DetailView
 from desktop.ui.notifier import AlarmBanner, AlarmNotifier
-from desktop.ui.plot import LivePlot
 from desktop.ui.services import LocalServices
 from desktop.ui.theme import app_icon
 from desktop.ui.tiles import MachineOverview
-from desktop.ui.workers import FeedWorker
+from desktop.ui.workers import CoreWorker, FeedWorker
 
 REFRESH_HZ = 15
 FEED_RETRY_DELAYS = (2.0, 5.0, 10.0, 30.0, 60.0)
+OVERVIEW = "overview"
+# Fields whose change needs a new connection (the rest applies in place).
+_CONNECTION_FIELDS = ("mode", "bootstrap_servers", "topic_prefix", "security_protocol", "sasl_mechanism", "sasl_username",
+                      "sasl_password", "ssl_ca_location", "kafka_properties", "replay_speed", "agents", "replay_start")
 
 
 def _section(title: str, body: QWidget) -> QFrame:
     frame = QFrame(objectName="section")
     layout = QVBoxLayout(frame)
-    layout.setContentsMargins(12, 8, 12, 10)
-    layout.setSpacing(6)
+    layout.setContentsMargins(10, 6, 10, 8)
+    layout.setSpacing(4)
     layout.addWidget(QLabel(title, objectName="sectionTitle"))
     layout.addWidget(body, 1)
     return frame
@@ -69,6 +89,8 @@ def _age(seconds: float) -> str:
 class MainWindow(QMainWindow):
     first_observations_received = Signal()
     shutdown_finished = Signal()
+    update_applied = Signal()  # after each ViewUpdate (tests, benchmark)
+    detail_opened = Signal(str)  # device uuid
 
     def __init__(
         self,
@@ -84,19 +106,30 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.services = services
         self.config_dir = config_dir
-        self.model = model or MonitorModel(window_seconds=history_seconds)
         self.history_seconds = history_seconds
         self.feed_start_time = feed_start_time
+        self.core = MonitorCore(model or MonitorModel(window_seconds=history_seconds,
+                                                      offline_after=settings.offline_after))
+        self.state = ViewState()
+        self.core_worker = CoreWorker(self.core, self)
+        self.core_worker.update_ready.connect(self._on_update_ready)
+        self.core_worker.start()
         self.worker: FeedWorker | None = None
         self.bootstrap: str | None = None
         self.feed_state = ""
         self.feed_detail = ""
         self._seen_observations = False
-        self._fleet_version = -1
         self._feed_retries = 0
         self._shutting_down = False
         self._shut_down = False
         self._close_when_done = False
+        self._quitting = False
+        self._tray_hint_shown = False
+        self.views: dict[str, QWidget] = {}
+        self.details: dict[str, DetailView] = {}
+        # Called on the feed thread with every batch before the core gets it (tests, tools).
+        self.batch_observers: list[Callable[[Batch], None]] = []
+        self.updates_applied = 0
 
         self.setWindowTitle("Machine Monitor")
         self.setWindowIcon(app_icon())
@@ -105,30 +138,31 @@ class MainWindow(QMainWindow):
         # -- widgets --
         self.banner = AlarmBanner()
         self.overview = MachineOverview()
-        overview_scroll = QScrollArea(objectName="overviewScroll")
-        overview_scroll.setWidgetResizable(True)
-        overview_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        overview_scroll.setWidget(self.overview)
-        self.plot = LivePlot(self.model)
         self.alarm_table = AlarmTable(self.model.journal)
         self.notifier = AlarmNotifier(self.banner, self, use_tray=use_tray)
         self.notifier.show_window_requested.connect(self._on_show_window_requested)
-        self.notifier.quit_requested.connect(self.close)
-        self.overview.machine_selected.connect(self.plot.select_device)
+        self.notifier.quit_requested.connect(self.quit)
+        self.notifier.machine_requested.connect(self.open_detail)
+        self.banner.clicked.connect(self.open_detail)
+        self.overview.machine_opened.connect(self.open_detail)
 
-        splitter = QSplitter(Qt.Orientation.Vertical, objectName="mainSplitter")
-        splitter.addWidget(_section("Machines", overview_scroll))
-        splitter.addWidget(_section("Live plot", self.plot))
-        splitter.addWidget(_section("Alarms", self.alarm_table))
-        splitter.setSizes([390, 340, 190])
-        splitter.setChildrenCollapsible(False)
+        overview_page = QSplitter(Qt.Orientation.Vertical, objectName="overviewSplitter")
+        overview_page.addWidget(self.overview)
+        overview_page.addWidget(_section("Alarms", self.alarm_table))
+        overview_page.setSizes([640, 170])
+        overview_page.setChildrenCollapsible(False)
+        self.tabs = QTabWidget(objectName="mainTabs")
+        self.tabs.setTabsClosable(True)
+        self.tabs.setDocumentMode(True)
+        self.tabs.tabCloseRequested.connect(self._on_tab_close_requested)
+        self.add_view(OVERVIEW, "Overview", overview_page, closable=False)
 
         central = QWidget(objectName="central")
         layout = QVBoxLayout(central)
-        layout.setContentsMargins(10, 8, 10, 6)
-        layout.setSpacing(8)
+        layout.setContentsMargins(8, 6, 8, 4)
+        layout.setSpacing(6)
         layout.addWidget(self.banner)
-        layout.addWidget(splitter, 1)
+        layout.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
 
         # -- status bar --
@@ -141,7 +175,8 @@ class MainWindow(QMainWindow):
         self.progress_bar.setVisible(False)
         self.broker_label = QLabel("Kafka: not connected", objectName="statusBroker")
         self.services_label = QLabel(objectName="statusServices")
-        self.rate_label = QLabel("0 msg/s", objectName="statusRate")
+        self.rate_label = QLabel("0 obs/s", objectName="statusRate")
+        self.rate_label.setToolTip("Observations received per second (last 5 s)")
         self.last_data_label = QLabel("last data: —", objectName="statusLastData")
         # Records that do not match the schema are never shown; how many were left out is.
         self.skipped_label = QLabel(objectName="statusSkipped")
@@ -163,8 +198,17 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         quit_action = QAction("&Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
-        quit_action.triggered.connect(self.close)
+        quit_action.triggered.connect(self.quit)
         file_menu.addAction(quit_action)
+        view_menu = self.menuBar().addMenu("&View")
+        overview_action = QAction("&Overview", self)
+        overview_action.setShortcut(QKeySequence("Ctrl+1"))
+        overview_action.triggered.connect(lambda: self.show_view(OVERVIEW))
+        view_menu.addAction(overview_action)
+        close_tab = QAction("&Close machine tab", self)
+        close_tab.setShortcut(QKeySequence("Ctrl+W"))
+        close_tab.triggered.connect(lambda: self._on_tab_close_requested(self.tabs.currentIndex()))
+        view_menu.addAction(close_tab)
 
         self.refresh_timer = QTimer(self)
         self.refresh_timer.setInterval(int(1000 / REFRESH_HZ))
@@ -177,6 +221,101 @@ class MainWindow(QMainWindow):
         if services is not None:
             self._connect_services(services)
 
+    # -- the core ---------------------------------------------------------------------------
+
+    @property
+    def model(self) -> MonitorModel:
+        """The core's model. It lives on the core thread: views read `state`, not this."""
+        return self.core.model
+
+    def submit(self, command: Callable[[MonitorCore], Any]) -> Future:
+        """Run `command(core)` on the core thread (alarm actions...); events come with the next update."""
+        return self.core_worker.submit(command)
+
+    def ingest(self, batch: Batch) -> None:
+        """Hand a batch to the core thread, as the feed does (tests and tools feed batches this way)."""
+        self._offer_batch(batch)
+
+    def _offer_batch(self, batch: Batch, release: Callable[[], None] | None = None) -> None:
+        for observer in self.batch_observers:
+            observer(batch)
+        self.core_worker.offer_batch(batch, release)
+
+    def _on_update_ready(self, update: ViewUpdate) -> None:
+        try:
+            self.apply_update(update)
+        finally:
+            self.core_worker.update_consumed()
+
+    def apply_update(self, update: ViewUpdate) -> None:
+        """Take one reduced update: state, notifications; drawing is left to the timer."""
+        self.state.apply(update)
+        self.updates_applied += 1
+        if update.notifications:
+            self.notifier.notify(list(update.notifications))
+        if update.has_observations:
+            self._feed_retries = 0
+            if not self._seen_observations:
+                self._seen_observations = True
+                self._set_progress("", busy=False)
+                self.first_observations_received.emit()
+        self.update_applied.emit()
+
+    # -- views ------------------------------------------------------------------------------
+
+    def add_view(self, name: str, title: str, widget: QWidget, closable: bool = True) -> int:
+        """A page of the window (a tab), known by `name` to `show_view` and `--view NAME`."""
+        self.views[name] = widget
+        index = self.tabs.addTab(widget, title)
+        if not closable:
+            bar = self.tabs.tabBar()
+            for side in (bar.ButtonPosition.RightSide, bar.ButtonPosition.LeftSide):
+                button = bar.tabButton(index, side)
+                if button is not None:
+                    button.resize(0, 0)
+                    button.setVisible(False)
+        return index
+
+    def show_view(self, name: str) -> QWidget | None:
+        widget = self.views.get(name)
+        if widget is not None:
+            self.tabs.setCurrentWidget(widget)
+        return widget
+
+    def feed_config(self) -> FeedConfig | None:
+        if self.bootstrap is None:
+            return None
+        return FeedConfig(bootstrap_servers=self.bootstrap, topic_prefix=self.settings.topic_prefix,
+                          kafka_properties=self.settings.kafka_config(self.bootstrap))
+
+    def open_detail(self, device_uuid: str) -> DetailView:
+        """The machine's detail tab (opened once, then brought to front)."""
+        view = self.details.get(device_uuid)
+        if view is None:
+            view = DetailView(device_uuid, self.state, self.submit, self.feed_config, self.settings.shifts,
+                              self.settings.offline_after, self)
+            self.details[device_uuid] = view
+            machine = self.state.machines.get(device_uuid)
+            self.add_view(f"machine:{device_uuid}", machine.name if machine else device_uuid, view)
+        self._on_show_window_requested()
+        self.tabs.setCurrentWidget(view)
+        self.overview.grid.select(device_uuid)
+        self.detail_opened.emit(device_uuid)
+        return view
+
+    def _on_tab_close_requested(self, index: int) -> None:
+        widget = self.tabs.widget(index)
+        if widget is None or widget is self.views.get(OVERVIEW):
+            return
+        self.tabs.removeTab(index)
+        for name, view in list(self.views.items()):
+            if view is widget:
+                del self.views[name]
+        if isinstance(widget, DetailView):
+            self.details.pop(widget.device_uuid, None)
+            widget.close_view()
+        widget.deleteLater()
+
     # -- start ----------------------------------------------------------------------------
 
     def _connect_services(self, services: LocalServices) -> None:
@@ -184,6 +323,7 @@ class MainWindow(QMainWindow):
         services.state_changed.connect(self._on_service_state_changed)
         services.services_started.connect(self._on_services_started)
         services.services_failed.connect(self._on_services_failed)
+        services.bootstrap_changed.connect(self._on_bootstrap_changed)
 
     def start(self) -> None:
         """Start the data flow: local services first in local mode, else the feed directly."""
@@ -205,8 +345,7 @@ class MainWindow(QMainWindow):
             history_seconds=self.history_seconds,
             start_time=self.feed_start_time,
         )
-        worker = self.worker = FeedWorker(config, self)
-        worker.batch_received.connect(self._on_batch_received)
+        worker = self.worker = FeedWorker(config, self, sink=self._offer_batch)
         worker.status_changed.connect(self._on_status_changed)
         worker.feed_failed.connect(self._on_feed_failed)
         self.overview.set_waiting_text(f"Waiting for machines from Kafka at {bootstrap}…")
@@ -219,32 +358,12 @@ class MainWindow(QMainWindow):
         worker, self.worker = self.worker, None
         if worker is None:
             return
-        for signal in (worker.batch_received, worker.status_changed, worker.feed_failed):
+        for signal in (worker.status_changed, worker.feed_failed):
             signal.disconnect()
         worker.stop()
         worker.deleteLater()
 
     # -- feed and services signals --------------------------------------------------------
-
-    def _on_batch_received(self, batch: Batch) -> None:
-        worker = self.sender()
-        try:
-            self.ingest(batch)
-        finally:
-            if isinstance(worker, FeedWorker):
-                worker.batch_consumed()
-
-    def ingest(self, batch: Batch) -> None:
-        """Apply one batch to the model and notify; drawing is left to the timer."""
-        update = self.model.apply(batch)
-        if update.notifications:
-            self.notifier.notify(list(update.notifications))
-        if update.observation_count:
-            self._feed_retries = 0
-            if not self._seen_observations:
-                self._seen_observations = True
-                self._set_progress("", busy=False)
-                self.first_observations_received.emit()
 
     def _on_status_changed(self, state: str, detail: str) -> None:
         self.feed_state, self.feed_detail = state, detail
@@ -253,6 +372,7 @@ class MainWindow(QMainWindow):
             CONNECTING: f"Kafka: connecting to {where}…",
             CONNECTED: f"Kafka: connected to {where}",
             WAITING: f"Kafka: connected to {where}, {detail}",
+            STALLED: f"Kafka: {where} not answering ({detail})",
             UNREACHABLE: f"Kafka: unreachable: {detail}",
             STOPPED: "Kafka: disconnected",
         }.get(state)
@@ -272,6 +392,9 @@ class MainWindow(QMainWindow):
         self._feed_retries += 1
         self.broker_label.setText(_shorten(f"Kafka feed stopped: {message}", 90))
         self.broker_label.setToolTip(message)
+        self.broker_label.setProperty("state", UNREACHABLE)
+        self.broker_label.style().unpolish(self.broker_label)
+        self.broker_label.style().polish(self.broker_label)
         self._set_progress(f"Retrying in {delay:g} s — Kafka feed stopped: {message}", busy=False)
         if not self._shutting_down:
             self._feed_retry_timer.start(int(delay * 1000))
@@ -281,12 +404,19 @@ class MainWindow(QMainWindow):
             return
         self._stop_feed()
         # History is read again from the start: rebuild the state from it.
-        self.model.reset()
+        self.submit(lambda core: core.reset())
         self.start_feed(self.bootstrap)
+
+    def _on_bootstrap_changed(self, bootstrap: str) -> None:
+        """The local broker was restarted on other ports: follow it."""
+        if bootstrap and bootstrap != self.bootstrap and self.worker is not None:
+            self._stop_feed()
+            self.submit(lambda core: core.reset())
+            self.start_feed(bootstrap)
 
     def _on_progress_reported(self, text: str) -> None:
         self._set_progress(text, busy=True)
-        if not self.model.fleet.views():
+        if not self.state.machines:
             self.overview.set_waiting_text(text)
 
     def _on_service_state_changed(self, name: str, state: str, detail: str) -> None:
@@ -295,10 +425,18 @@ class MainWindow(QMainWindow):
         parts, tips = [], []
         for service in SERVICE_NAMES:
             service_state, service_detail = self.services.states[service]
-            parts.append(f"{service} {service_state.value}")
+            word = service_state.value
+            if service_state == ServiceState.FAILED and "restarting" in service_detail:
+                word = "restarting"
+            parts.append(f"{service} {word}")
             tips.append(f"{SERVICE_LABELS[service]}: {service_state.value}" + (f" — {service_detail}" if service_detail else ""))
         self.services_label.setText("Local: " + ", ".join(parts))
         self.services_label.setToolTip("\n".join(tips))
+        bad = any(self.services.states[s][0] in (ServiceState.FAILED, ServiceState.STOPPED) for s in SERVICE_NAMES
+                  if self.services.expected(s))
+        self.services_label.setProperty("state", "failed" if bad else "ok")
+        self.services_label.style().unpolish(self.services_label)
+        self.services_label.style().polish(self.services_label)
         if state == ServiceState.FAILED.value:
             self._set_progress(f"{SERVICE_LABELS.get(name, name)}: {detail}", busy=False)
 
@@ -310,11 +448,12 @@ class MainWindow(QMainWindow):
     def _on_services_failed(self, message: str) -> None:
         self._set_progress(f"Local services failed: {message}", busy=False)
         self.broker_label.setText("Kafka: not started")
-        if not self.model.fleet.views():
+        if not self.state.machines:
             self.overview.set_waiting_text(f"Local services failed to start:\n{message}")
 
     def _on_show_window_requested(self) -> None:
-        self.showNormal()
+        if self.isHidden() or self.isMinimized():
+            self.showNormal()
         self.raise_()
         self.activateWindow()
 
@@ -325,39 +464,59 @@ class MainWindow(QMainWindow):
 
     # -- drawing --------------------------------------------------------------------------
 
+    def worst_status(self) -> MachineStatus | None:
+        """The worst current state of any machine; an unacknowledged alarm counts as alarm."""
+        statuses = [view.status for view in self.state.machines.values()]
+        if any(view.alarm_state in ALARM_STATE_ORDER[:1] + ALARM_STATE_ORDER[2:3] for view in self.state.machines.values()):
+            statuses.append(MachineStatus.ALARM)
+        return worst(statuses)
+
     def refresh(self) -> None:
-        """The timer's redraw: tiles, plot, alarms and status, each only if it changed."""
-        if self.model.fleet.version != self._fleet_version:
-            self._fleet_version = self.model.fleet.version
-            views = self.model.fleet.views()
-            self.overview.update_views(views)
-            faults = sum(1 for view in views if view.status == MachineStatus.ALARM)
-            self.notifier.set_active_faults(self.model.journal.active_count("FAULT"))
-            title = "Machine Monitor" + (f" — {faults} machine(s) in alarm" if faults else "")
+        """The timer's redraw: changed tiles, the visible detail, alarms and status bar."""
+        now = time.time()
+        dirty = self.state.take_dirty()
+        if dirty:
+            counts = self.state.counts()
+            self.overview.update_views(self.state.machines, dirty, counts)
+            in_alarm = counts[MachineStatus.ALARM]
+            title = "Machine Monitor" + (f" — {in_alarm} machine(s) in alarm" if in_alarm else "")
             if self.windowTitle() != title:
                 self.setWindowTitle(title)
-        self.plot.redraw()
+            # From the machines' views: the journal belongs to the core thread, which changes it
+            # while this runs.
+            unacknowledged = sum(view.unacknowledged for view in self.state.machines.values())
+            self.notifier.set_status(self.worst_status(), counts, unacknowledged)
+            for uuid in dirty:
+                view = self.details.get(uuid)
+                machine = self.state.machines.get(uuid)
+                if view is not None and machine is not None:
+                    index = self.tabs.indexOf(view)
+                    if index >= 0 and self.tabs.tabText(index) != machine.name:
+                        self.tabs.setTabText(index, machine.name)
+        current = self.tabs.currentWidget()
+        if isinstance(current, DetailView):
+            current.refresh(now)
         self.alarm_table.refresh()
-        now = time.time()
-        rate = f"{self.model.rate.rate(now):,.0f} msg/s"
+        rate = f"{self.state.observation_rate:,.0f} obs/s"
         if self.rate_label.text() != rate:
             self.rate_label.setText(rate)
-        if self.model.last_data_at is not None:
-            text = f"last data: {_age(now - self.model.last_data_at)}"
+        if self.state.last_data_at is not None:
+            text = f"last data: {_age(now - self.state.last_data_at)}"
             if self.last_data_label.text() != text:
                 self.last_data_label.setText(text)
-                stamp = self.model.last_observation_timestamp or ""
-                received = datetime.fromtimestamp(self.model.last_data_at).strftime("%H:%M:%S")
+                stamp = self.state.last_observation_timestamp or ""
+                received = datetime.fromtimestamp(self.state.last_data_at).strftime("%H:%M:%S")
                 self.last_data_label.setToolTip(f"received {received}; newest observation time {stamp}")
-        if self.model.errors:
-            self.rate_label.setToolTip(f"{self.model.error_count} problem(s); latest: {self.model.errors[-1]}")
-        if self.model.skipped_count != self._skipped_shown:
-            self._skipped_shown = count = self.model.skipped_count
+        if self.state.errors:
+            self.rate_label.setToolTip(f"Observations received per second (last 5 s)\n{self.state.error_count} problem(s); "
+                                       f"latest: {self.state.errors[-1]}")
+        if self.state.skipped_count != self._skipped_shown:
+            self._skipped_shown = count = self.state.skipped_count
             self.skipped_label.setVisible(count > 0)
             self.skipped_label.setText(f"{count:,} invalid record{'' if count == 1 else 's'} skipped")
             self.skipped_label.setToolTip(
                 "Records that do not match the message schema (docs/messages.md) are not shown.\nLatest:\n"
-                + "\n".join(self.model.skipped)
+                + "\n".join(self.state.skipped)
             )
 
     # -- settings -------------------------------------------------------------------------
@@ -365,47 +524,73 @@ class MainWindow(QMainWindow):
     def open_settings(self) -> None:
         from desktop.ui.settings_dialog import SettingsDialog
 
-        dialog = SettingsDialog(self.settings, self)
+        dialog = SettingsDialog(self.settings, self, config_dir=self.config_dir)
         if dialog.exec() != SettingsDialog.DialogCode.Accepted or dialog.result_settings is None:
             return
         new_settings = dialog.result_settings
         if self.config_dir is not None:
             try:
-                save_settings(new_settings, self.config_dir)
+                dialog.save(self.config_dir)
             except OSError as exc:
                 QMessageBox.warning(self, "Settings not saved", f"Could not write the settings to {self.config_dir}: {exc}")
         if new_settings != self.settings:
             self.apply_settings(new_settings)
 
     def apply_settings(self, settings: Settings) -> None:
-        """Reconnect with new settings: stop feed and services, then start as configured."""
-        self.settings = settings
+        """Apply new settings now: display and notification settings in place; a new
+        connection (feed and services stopped, then started as configured) only when a
+        connection setting changed."""
+        old, self.settings = self.settings, settings
+        self.notifier.set_preferences(settings)
+        if settings.start_at_login != old.start_at_login:
+            from desktop.core.autostart import AutostartError, set_autostart
+
+            try:
+                set_autostart(settings.start_at_login)
+            except (OSError, AutostartError) as exc:
+                QMessageBox.warning(self, "Start at login", f"Could not change start at login: {exc}")
+        for view in self.details.values():
+            view.shifts = settings.shifts
+            view.offline_after = settings.offline_after
+        if settings.offline_after != old.offline_after:
+            offline_after = settings.offline_after
+
+            def set_offline_after(core: MonitorCore) -> None:
+                core.model.offline_after = offline_after
+                core.model.fleet.offline_after = offline_after
+            self.submit(set_offline_after)
+        if all(getattr(old, name) == getattr(settings, name) for name in _CONNECTION_FIELDS):
+            return
 
         def restart() -> None:
             self._shutting_down = self._shut_down = False
             if settings.is_local:
-                self.services = LocalServices(settings.replay_speed, settings.topic_prefix, parent=self)
+                self.services = LocalServices.from_settings(settings, self.config_dir, parent=self)
                 self._connect_services(self.services)
             else:
                 self.services = None
                 self.services_label.setVisible(False)
-            self.model.reset()
+            self.submit(lambda core: core.reset())
             self._seen_observations = False
             self.start()
 
-        self.shutdown(restart)
+        self.shutdown(restart, stop_core=False)
 
     # -- shutdown -------------------------------------------------------------------------
 
-    def shutdown(self, then: Callable[[], None] | None = None) -> None:
+    def shutdown(self, then: Callable[[], None] | None = None, stop_core: bool = True) -> None:
         """Stop the feed and the local services this window started, without blocking the
         GUI for the services; `shutdown_finished` (and `then`) follow when all is stopped."""
         self._shutting_down = True
         self._feed_retry_timer.stop()
         self._stop_feed()
+        for view in self.details.values():
+            view.loader.cancel()
         services = self.services
 
         def finished() -> None:
+            if stop_core:
+                self.core_worker.stop()
             self._shut_down = True
             self._set_progress("", busy=False)
             if then is not None:
@@ -419,7 +604,21 @@ class MainWindow(QMainWindow):
         else:
             finished()
 
+    def quit(self) -> None:
+        """Quit for real (menu, tray): not just hide to the tray."""
+        self._quitting = True
+        self.close()
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        if self.notifier.uses_tray and not self._quitting and not self._shutting_down and self.settings.close_to_tray:
+            # Monitoring goes on in the tray; the first time, say where it went.
+            event.ignore()
+            self.hide()
+            if not self._tray_hint_shown:
+                self._tray_hint_shown = True
+                self.notifier.show_hint("Machine Monitor is still running",
+                                        "It keeps watching the machines here in the tray. Quit from the tray menu.")
+            return
         if not self._shutting_down:
             self.shutdown()
         if self._shut_down:
@@ -432,15 +631,16 @@ class MainWindow(QMainWindow):
         self.setEnabled(False)
         if not self._close_when_done:
             self._close_when_done = True
+            self._quitting = True
             self.shutdown_finished.connect(lambda: QTimer.singleShot(0, self.close))
 
-    def save_screenshot(self, path: str | Path) -> bool:
-        """Redraw now and save the window as an image."""
+    def save_screenshot(self, path: str | Path, widget: QWidget | None = None) -> bool:
+        """Redraw now and save the window (or one widget, e.g. a dialog) as an image."""
         self.refresh()
-        return self.grab().save(str(path))
+        target = widget if widget is not None else self
+        return target.grab().save(str(path))
 
 
 def _shorten(text: str, limit: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-

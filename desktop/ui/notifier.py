@@ -1,11 +1,15 @@
-"""Alarm notifications: a system-tray pop-up, or an in-window banner where there is no tray.
+"""Notifications: a system-tray icon and pop-ups, or an in-window banner where there is no tray.
 
-`AlarmNotifier.notify` gets the alarms the engine says to notify (new FAULTs, each once per
-activation) and shows one message per batch: the alarm itself, or a summary when several
-arrive together (a flood of pop-ups helps nobody). With a system tray the message is a
-critical tray balloon and the tray icon turns to its alarm variant while faults are active;
-without one (offscreen, some kiosk sessions) the banner at the top of the window shows it
-until dismissed. `notification_shown` reports every message, whichever way it went.
+`AlarmNotifier.notify` gets the alarms the engine says to notify (each once per activation)
+and shows one message per update: the alarm itself, or a summary when several arrive
+together. Which levels pop up is a setting (faults; faults and warnings; none). The tray
+icon carries a dot in the colour of the worst current machine state (alarm red, offline
+grey, interrupted amber, setup blue, idle yellow, running green) and its tooltip the fleet
+counts. Clicking a pop-up opens the machine it is about (`machine_requested`); since some
+platforms report clicks only for some message kinds, the tray menu also has "Open last
+alert". Without a tray (offscreen, some kiosk sessions) the banner at the top of the window
+shows the message with an Open button until dismissed. `notification_shown` reports every
+message, whichever way it went.
 """
 from __future__ import annotations
 
@@ -13,8 +17,9 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QMenu, QPushButton, QSystemTrayIcon, QWidget
 
 from desktop.core.alarms import Alarm
+from desktop.core.machines import MachineStatus
 from desktop.ui.alarm_table import local_time
-from desktop.ui.theme import app_icon
+from desktop.ui.theme import app_icon, status_icon
 
 TRAY_MESSAGE_MS = 15_000
 _SUMMARY_LINES = 4
@@ -35,21 +40,28 @@ def summarize(alarms: list[Alarm]) -> tuple[str, str]:
     lines = [f"{a.device_name}: {a.native_code + ' ' if a.native_code else ''}{a.message or a.data_item_name}" for a in alarms]
     if len(lines) > _SUMMARY_LINES:
         lines = lines[:_SUMMARY_LINES] + [f"… and {len(alarms) - _SUMMARY_LINES} more"]
-    return f"{len(alarms)} new faults", "\n".join(lines)
+    kinds = {a.level for a in alarms}
+    noun = "faults" if kinds == {"FAULT"} else "alarms"
+    return f"{len(alarms)} new {noun}", "\n".join(lines)
 
 
 class AlarmBanner(QFrame):
-    """A red strip at the top of the window with the latest notification and a dismiss button."""
+    """A red strip at the top of the window with the latest notification, Open and Dismiss."""
 
     dismissed = Signal()
+    clicked = Signal(str)  # device uuid of the alert shown
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("alarmBanner")
+        self.device_uuid: str | None = None
         self.title_label = QLabel(objectName="bannerTitle")
         self.message_label = QLabel(objectName="bannerMessage")
         self.message_label.setWordWrap(True)
         self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.open_button = QPushButton("Open machine", objectName="bannerOpen")
+        self.open_button.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.open_button.clicked.connect(self._on_open_clicked)
         self.dismiss_button = QPushButton("Dismiss", objectName="bannerDismiss")
         self.dismiss_button.setCursor(Qt.CursorShape.PointingHandCursor)
         self.dismiss_button.clicked.connect(self._on_dismiss_clicked)
@@ -59,16 +71,27 @@ class AlarmBanner(QFrame):
         layout = QHBoxLayout(self)
         layout.setContentsMargins(14, 8, 10, 8)
         layout.addLayout(texts, 1)
+        layout.addWidget(self.open_button, 0, Qt.AlignmentFlag.AlignTop)
         layout.addWidget(self.dismiss_button, 0, Qt.AlignmentFlag.AlignTop)
         self.setVisible(False)
 
-    def show_message(self, title: str, message: str) -> None:
+    def show_message(self, title: str, message: str, device_uuid: str | None = None) -> None:
+        self.device_uuid = device_uuid
         self.title_label.setText(title)
         self.message_label.setText(message)
+        self.open_button.setVisible(device_uuid is not None)
         self.setVisible(True)
 
     def text(self) -> str:
         return f"{self.title_label.text()}\n{self.message_label.text()}"
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self._on_open_clicked()
+        super().mouseReleaseEvent(event)
+
+    def _on_open_clicked(self) -> None:
+        if self.device_uuid is not None:
+            self.clicked.emit(self.device_uuid)
 
     def _on_dismiss_clicked(self) -> None:
         self.setVisible(False)
@@ -79,6 +102,7 @@ class AlarmNotifier(QObject):
     notification_shown = Signal(str, str)  # title, message
     show_window_requested = Signal()
     quit_requested = Signal()
+    machine_requested = Signal(str)  # device uuid: open that machine
 
     def __init__(self, banner: AlarmBanner, parent: QObject | None = None, use_tray: bool | None = None) -> None:
         super().__init__(parent)
@@ -86,44 +110,86 @@ class AlarmNotifier(QObject):
         if use_tray is None:
             use_tray = QSystemTrayIcon.isSystemTrayAvailable()
         self.tray: QSystemTrayIcon | None = None
-        self._alarm_shown = False
+        self.status: MachineStatus | None = None
+        self.last_alert_device: str | None = None
+        self.notify_level = "faults"
+        self._message_device: str | None = None
         if use_tray:
-            self.tray = QSystemTrayIcon(app_icon(), self)
+            self.tray = QSystemTrayIcon(status_icon(None), self)
             self.tray.setToolTip("Machine Monitor")
             menu = QMenu()
             menu.addAction("Show window", self.show_window_requested.emit)
+            self.open_last_action = menu.addAction("Open last alert", self._on_open_last_alert)
+            self.open_last_action.setEnabled(False)
             menu.addSeparator()
             menu.addAction("Quit", self.quit_requested.emit)
             self._menu = menu  # the tray does not own its menu
             self.tray.setContextMenu(menu)
             self.tray.activated.connect(self._on_tray_activated)
-            self.tray.messageClicked.connect(self.show_window_requested.emit)
+            self.tray.messageClicked.connect(self._on_message_clicked)
             self.tray.show()
 
     @property
     def uses_tray(self) -> bool:
         return self.tray is not None
 
+    def set_preferences(self, settings) -> None:
+        self.notify_level = settings.notify
+
+    def wanted(self, alarm: Alarm) -> bool:
+        if self.notify_level == "none":
+            return False
+        if self.notify_level == "faults":
+            return alarm.level == "FAULT" or alarm.priority == "critical"
+        return True
+
     def notify(self, alarms: list[Alarm]) -> None:
+        alarms = [alarm for alarm in alarms if self.wanted(alarm)]
         if not alarms:
             return
         title, message = summarize(alarms)
+        self.last_alert_device = alarms[-1].device_uuid
         if self.tray is not None:
+            self._message_device = self.last_alert_device
+            self.open_last_action.setEnabled(True)
             self.tray.showMessage(title, message, QSystemTrayIcon.MessageIcon.Critical, TRAY_MESSAGE_MS)
         else:
-            self.banner.show_message(title, message.replace("\n", " — ", 1).replace("\n", "; "))
+            self.banner.show_message(title, message.replace("\n", " — ", 1).replace("\n", "; "), self.last_alert_device)
         self.notification_shown.emit(title, message)
 
-    def set_active_faults(self, count: int) -> None:
-        """Switch the tray icon to its alarm variant while faults are active."""
+    def show_hint(self, title: str, message: str) -> None:
+        if self.tray is not None:
+            self._message_device = None
+            self.tray.showMessage(title, message, QSystemTrayIcon.MessageIcon.Information, 8000)
+
+    def set_status(self, status: MachineStatus | None, counts: dict[MachineStatus, int], unacknowledged: int = 0) -> None:
+        """Tray icon in the colour of the worst state; tooltip with the fleet counts."""
         if self.tray is None:
+            self.status = status
             return
-        if (count > 0) != self._alarm_shown:
-            self._alarm_shown = count > 0
-            self.tray.setIcon(app_icon(alarm=self._alarm_shown))
-        tooltip = f"Machine Monitor — {count} active fault(s)" if count else "Machine Monitor"
+        if status != self.status:
+            self.status = status
+            self.tray.setIcon(status_icon(status))
+        parts = [f"{counts[s]} {s.value}" for s in MachineStatus if counts.get(s)]
+        tooltip = "Machine Monitor" + (f" — {', '.join(parts)}" if parts else "")
+        if unacknowledged:
+            tooltip += f"\n{unacknowledged} alarm(s) to acknowledge"
         if self.tray.toolTip() != tooltip:
             self.tray.setToolTip(tooltip)
+
+    def set_active_faults(self, count: int) -> None:
+        """Kept for callers that only know a fault count."""
+        self.set_status(MachineStatus.ALARM if count else None, {})
+
+    def _on_message_clicked(self) -> None:
+        if self._message_device is not None:
+            self.machine_requested.emit(self._message_device)
+        else:
+            self.show_window_requested.emit()
+
+    def _on_open_last_alert(self) -> None:
+        if self.last_alert_device is not None:
+            self.machine_requested.emit(self.last_alert_device)
 
     def _on_tray_activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
         if reason in (QSystemTrayIcon.ActivationReason.Trigger, QSystemTrayIcon.ActivationReason.DoubleClick):

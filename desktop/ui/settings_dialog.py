@@ -1,14 +1,24 @@
-"""The settings dialog: local or remote Kafka, topic prefix, security, replay speed.
+"""The settings dialog: Kafka (local or remote, security, Test connection), agents (list,
+presets, Test), display and alerts. Changes apply without a restart (the window decides what
+needs a new connection).
 
-The form edits a `Settings` value; Save validates it with the core rules and, when something
-is wrong, shows the message (which names the field) and puts the cursor in that field
-instead of closing. Fields that do not apply to the chosen mode or security protocol are
-disabled, not hidden, so the form does not jump around. The caller saves the result.
+The form edits a `Settings` value. Values of fields that do not apply to the chosen mode are
+kept (disabled, not cleared), so switching Local and back loses nothing. Save validates with
+the core rules: every problem is listed, each offending field is marked and the first one gets
+the cursor; nothing closes until all is well. The SASL password goes to the OS keyring
+(`desktop.core.secrets`); the dialog says whether this PC has a keyring, and only when the
+user ticks "store the password in the settings file" does it go into `settings.json`. The
+Test buttons run on threads of their own and report within 10 s what they found (brokers,
+topics present, authentication result; an agent's devices).
 """
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -18,32 +28,68 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QListWidget,
     QPlainTextEdit,
     QPushButton,
+    QSpinBox,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from desktop.core.checks import CheckResult, test_agent, test_kafka
+from desktop.core.secrets import SecretStore
 from desktop.core.settings import (
+    AGENT_PRESETS,
     MAX_REPLAY_SPEED,
+    NOTIFY_LEVELS,
+    REPLAY_AGENT,
     SASL_MECHANISMS,
     SECURITY_PROTOCOLS,
     Settings,
     SettingsError,
     format_properties,
     parse_properties,
+    save_settings,
 )
+
+NOTIFY_LABELS = {"faults": "Faults", "faults_and_warnings": "Faults and warnings", "none": "No pop-ups"}
+
+
+class _Check(QObject):
+    """A Test button's work on a thread; the result comes back as a queued signal."""
+
+    finished = Signal(object)  # CheckResult
+
+    def run(self, work) -> None:
+        threading.Thread(target=lambda: self.finished.emit(work()), name="settings-check", daemon=True).start()
+
+
+def agent_label(url: str) -> str:
+    for label, preset in AGENT_PRESETS:
+        if url == preset:
+            return f"{label} — {url}" if url != REPLAY_AGENT else label
+    return url
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setWindowTitle("Machine Monitor settings")
-        self.setMinimumWidth(520)
-        self.result_settings: Settings | None = None
+    check_finished = Signal(str, object)  # "kafka" or "agent", CheckResult
 
-        self.mode_combo = QComboBox()
-        self.mode_combo.addItem("Local — start broker, replay agent and producer on this PC", "local")
+    def __init__(self, settings: Settings, parent: QWidget | None = None, config_dir: Path | None = None,
+                 secrets: SecretStore | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("settingsDialog")
+        self.setWindowTitle("Machine Monitor settings")
+        self.setMinimumWidth(640)
+        self.result_settings: Settings | None = None
+        self.original = settings
+        self.config_dir = config_dir
+        self.secrets = secrets or SecretStore()
+        self.last_check: dict[str, CheckResult] = {}
+
+        # -- Kafka tab --
+        self.mode_combo = QComboBox(objectName="modeCombo")
+        self.mode_combo.addItem("Local — broker, replay agent and producer on this PC", "local")
         self.mode_combo.addItem("Remote — connect to an existing Kafka cluster", "remote")
         self.bootstrap_edit = QLineEdit(settings.bootstrap_servers)
         self.bootstrap_edit.setPlaceholderText("kafka1.plant.local:9092,kafka2.plant.local:9092")
@@ -56,6 +102,16 @@ class SettingsDialog(QDialog):
         self.username_edit = QLineEdit(settings.sasl_username)
         self.password_edit = QLineEdit(settings.sasl_password)
         self.password_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.password_in_file_check = QCheckBox("Store the password in the settings file (not recommended)")
+        self.password_in_file_check.setChecked(settings.store_password_in_file)
+        usable, backend = self.secrets.available()
+        self.keyring_available = usable
+        self.keyring_label = QLabel(objectName="settingsNote")
+        self.keyring_label.setWordWrap(True)
+        self.keyring_label.setText(
+            f"The password is kept in the system keyring ({backend})." if usable else
+            f"This PC has no keyring ({backend}). Without one the password is not saved, unless you tick the box "
+            "above; it is then readable by anyone who can read your settings file.")
         self.ca_edit = QLineEdit(settings.ssl_ca_location)
         self.ca_edit.setPlaceholderText("system default")
         browse = QPushButton("Browse…")
@@ -63,59 +119,157 @@ class SettingsDialog(QDialog):
         ca_row = QHBoxLayout()
         ca_row.addWidget(self.ca_edit, 1)
         ca_row.addWidget(browse)
-        self.speed_spin = QDoubleSpinBox()
-        self.speed_spin.setRange(0.1, MAX_REPLAY_SPEED)
-        self.speed_spin.setDecimals(1)
-        self.speed_spin.setSuffix(" ×")
-        self.speed_spin.setValue(settings.replay_speed)
         self.properties_edit = QPlainTextEdit(format_properties(settings.kafka_properties))
         self.properties_edit.setPlaceholderText("one librdkafka property per line, e.g.\nclient.id=shop-floor-pc-3")
-        self.properties_edit.setFixedHeight(70)
+        self.properties_edit.setFixedHeight(60)
+        self.test_kafka_button = QPushButton("Test connection", objectName="testKafka")
+        self.test_kafka_button.clicked.connect(self._on_test_kafka_clicked)
+        self.kafka_result = QLabel(objectName="checkResult")
+        self.kafka_result.setWordWrap(True)
+        self.kafka_result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         self._set_combo(self.mode_combo, settings.mode, by_data=True)
         self._set_combo(self.security_combo, settings.security_protocol)
         self._set_combo(self.mechanism_combo, settings.sasl_mechanism or SASL_MECHANISMS[0])
 
-        form = QFormLayout()
-        form.addRow("Mode", self.mode_combo)
-        form.addRow("Bootstrap servers", self.bootstrap_edit)
-        form.addRow("Topic prefix", self.prefix_edit)
-        form.addRow("Security protocol", self.security_combo)
-        form.addRow("SASL mechanism", self.mechanism_combo)
-        form.addRow("SASL username", self.username_edit)
-        form.addRow("SASL password", self.password_edit)
-        form.addRow("CA file", ca_row)
-        form.addRow("Replay speed", self.speed_spin)
-        form.addRow("Extra Kafka properties", self.properties_edit)
+        kafka_form = QFormLayout()
+        kafka_form.addRow("Mode", self.mode_combo)
+        kafka_form.addRow("Bootstrap servers", self.bootstrap_edit)
+        kafka_form.addRow("Topic prefix", self.prefix_edit)
+        kafka_form.addRow("Security protocol", self.security_combo)
+        kafka_form.addRow("SASL mechanism", self.mechanism_combo)
+        kafka_form.addRow("SASL username", self.username_edit)
+        kafka_form.addRow("SASL password", self.password_edit)
+        kafka_form.addRow("", self.password_in_file_check)
+        kafka_form.addRow("", self.keyring_label)
+        kafka_form.addRow("CA file", ca_row)
+        kafka_form.addRow("Extra Kafka properties", self.properties_edit)
+        test_row = QHBoxLayout()
+        test_row.addWidget(self.test_kafka_button, 0, Qt.AlignmentFlag.AlignTop)
+        test_row.addWidget(self.kafka_result, 1)
+        kafka_page = QWidget()
+        kafka_layout = QVBoxLayout(kafka_page)
+        kafka_layout.addLayout(kafka_form)
+        kafka_layout.addLayout(test_row)
+        kafka_layout.addStretch(1)
+
+        # -- Agents tab --
+        self.agent_list = QListWidget(objectName="agentList")
+        for url in settings.agents:
+            self._add_agent_item(url)
+        self.agent_edit = QLineEdit(objectName="agentUrl")
+        self.agent_edit.setPlaceholderText("http://agent.plant.local:5000")
+        add_button = QPushButton("Add")
+        add_button.clicked.connect(self._on_add_agent_clicked)
+        remove_button = QPushButton("Remove")
+        remove_button.clicked.connect(self._on_remove_agent_clicked)
+        self.test_agent_button = QPushButton("Test", objectName="testAgent")
+        self.test_agent_button.clicked.connect(self._on_test_agent_clicked)
+        self.preset_combo = QComboBox(objectName="agentPreset")
+        for label, url in AGENT_PRESETS:
+            self.preset_combo.addItem(f"Preset: {label}", url)
+        preset_button = QPushButton("Add preset")
+        preset_button.clicked.connect(self._on_add_preset_clicked)
+        self.agent_result = QLabel(objectName="checkResult")
+        self.agent_result.setWordWrap(True)
+        self.agent_result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.speed_spin = QDoubleSpinBox()
+        self.speed_spin.setRange(0.1, MAX_REPLAY_SPEED)
+        self.speed_spin.setDecimals(1)
+        self.speed_spin.setSuffix(" ×")
+        self.speed_spin.setValue(settings.replay_speed)
+        self.replay_start_edit = QLineEdit(settings.replay_start)
+        self.replay_start_edit.setPlaceholderText("continue where the last run stopped (or HH:MM:SS)")
+        add_row = QHBoxLayout()
+        add_row.addWidget(self.agent_edit, 1)
+        add_row.addWidget(add_button)
+        preset_row = QHBoxLayout()
+        preset_row.addWidget(self.preset_combo, 1)
+        preset_row.addWidget(preset_button)
+        list_buttons = QHBoxLayout()
+        list_buttons.addWidget(self.test_agent_button)
+        list_buttons.addWidget(remove_button)
+        list_buttons.addStretch(1)
+        agents_page = QWidget()
+        agents_layout = QVBoxLayout(agents_page)
+        agents_layout.addWidget(QLabel("The local producer follows every agent in this list (local mode).",
+                                       objectName="settingsNote"))
+        agents_layout.addWidget(self.agent_list, 1)
+        agents_layout.addLayout(list_buttons)
+        agents_layout.addLayout(add_row)
+        agents_layout.addLayout(preset_row)
+        agents_layout.addWidget(self.agent_result)
+        replay_form = QFormLayout()
+        replay_form.addRow("Replay speed", self.speed_spin)
+        replay_form.addRow("Replay start", self.replay_start_edit)
+        agents_layout.addLayout(replay_form)
+
+        # -- Display and alerts tab --
+        self.offline_spin = QSpinBox(objectName="offlineAfter")
+        self.offline_spin.setRange(0, 86400)
+        self.offline_spin.setSuffix(" s")
+        self.offline_spin.setSpecialValueText("never")
+        self.offline_spin.setValue(int(settings.offline_after))
+        self.shifts_edit = QLineEdit(", ".join(settings.shifts))
+        self.shifts_edit.setPlaceholderText("06:00, 14:00, 22:00")
+        self.notify_combo = QComboBox()
+        for level in NOTIFY_LEVELS:
+            self.notify_combo.addItem(NOTIFY_LABELS[level], level)
+        self._set_combo(self.notify_combo, settings.notify, by_data=True)
+        self.close_to_tray_check = QCheckBox("Closing the window keeps monitoring in the tray")
+        self.close_to_tray_check.setChecked(settings.close_to_tray)
+        self.start_minimised_check = QCheckBox("Start minimised (in the tray)")
+        self.start_minimised_check.setChecked(settings.start_minimised)
+        self.start_at_login_check = QCheckBox("Start when I log in")
+        self.start_at_login_check.setChecked(settings.start_at_login)
+        display_form = QFormLayout()
+        display_form.addRow("Offline after no data for", self.offline_spin)
+        display_form.addRow("Shift start times", self.shifts_edit)
+        display_form.addRow("Pop-ups for", self.notify_combo)
+        display_form.addRow("", self.close_to_tray_check)
+        display_form.addRow("", self.start_minimised_check)
+        display_form.addRow("", self.start_at_login_check)
+        display_page = QWidget()
+        display_layout = QVBoxLayout(display_page)
+        display_layout.addLayout(display_form)
+        display_layout.addStretch(1)
+
+        self.tabs = QTabWidget(objectName="settingsTabs")
+        self.tabs.addTab(kafka_page, "Kafka")
+        self.tabs.addTab(agents_page, "Agents")
+        self.tabs.addTab(display_page, "Display && alerts")
 
         self.error_label = QLabel(objectName="settingsError")
         self.error_label.setWordWrap(True)
         self.error_label.setVisible(False)
-        note = QLabel("The SASL password is stored in the settings file in clear text.", objectName="settingsNote")
-        note.setWordWrap(True)
-
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self._on_save_clicked)
         buttons.rejected.connect(self.reject)
+        self.buttons = buttons
 
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(note)
+        layout.addWidget(self.tabs, 1)
         layout.addWidget(self.error_label)
         layout.addWidget(buttons)
 
         self._field_widgets = {
-            "mode": self.mode_combo,
-            "bootstrap_servers": self.bootstrap_edit,
-            "topic_prefix": self.prefix_edit,
-            "security_protocol": self.security_combo,
-            "sasl_mechanism": self.mechanism_combo,
-            "sasl_username": self.username_edit,
-            "sasl_password": self.password_edit,
-            "ssl_ca_location": self.ca_edit,
-            "replay_speed": self.speed_spin,
-            "kafka_properties": self.properties_edit,
+            "mode": (self.mode_combo, 0),
+            "bootstrap_servers": (self.bootstrap_edit, 0),
+            "topic_prefix": (self.prefix_edit, 0),
+            "security_protocol": (self.security_combo, 0),
+            "sasl_mechanism": (self.mechanism_combo, 0),
+            "sasl_username": (self.username_edit, 0),
+            "sasl_password": (self.password_edit, 0),
+            "ssl_ca_location": (self.ca_edit, 0),
+            "kafka_properties": (self.properties_edit, 0),
+            "agents": (self.agent_list, 1),
+            "replay_speed": (self.speed_spin, 1),
+            "replay_start": (self.replay_start_edit, 1),
+            "offline_after": (self.offline_spin, 2),
+            "shifts": (self.shifts_edit, 2),
+            "notify": (self.notify_combo, 2),
         }
+        self._checks: dict[str, _Check] = {}
         self.mode_combo.currentIndexChanged.connect(self._update_enabled)
         self.security_combo.currentIndexChanged.connect(self._update_enabled)
         self._update_enabled()
@@ -126,54 +280,160 @@ class SettingsDialog(QDialog):
         if index >= 0:
             combo.setCurrentIndex(index)
 
+    def _add_agent_item(self, url: str) -> None:
+        self.agent_list.addItem(agent_label(url))
+        self.agent_list.item(self.agent_list.count() - 1).setData(Qt.ItemDataRole.UserRole, url)
+
+    def agents(self) -> tuple[str, ...]:
+        return tuple(self.agent_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.agent_list.count()))
+
     def _update_enabled(self) -> None:
         remote = self.mode_combo.currentData() == "remote"
         sasl = self.security_combo.currentText().startswith("SASL")
         tls = self.security_combo.currentText() in ("SSL", "SASL_SSL")
         self.bootstrap_edit.setEnabled(remote)
         self.security_combo.setEnabled(remote)
-        for widget in (self.mechanism_combo, self.username_edit, self.password_edit):
+        for widget in (self.mechanism_combo, self.username_edit, self.password_edit, self.password_in_file_check):
             widget.setEnabled(remote and sasl)
         self.ca_edit.setEnabled(remote and tls)
         self.speed_spin.setEnabled(not remote)
+        self.replay_start_edit.setEnabled(not remote)
+        self.test_kafka_button.setEnabled(remote)
+        self.test_kafka_button.setToolTip("" if remote else "Local mode: the app starts and checks its own broker")
 
     def _on_browse_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "CA certificate", self.ca_edit.text(), "PEM files (*.pem *.crt);;All files (*)")
         if path:
             self.ca_edit.setText(path)
 
-    def settings_from_form(self) -> Settings:
-        """The form as Settings; raises SettingsError naming the first bad field."""
-        remote = self.mode_combo.currentData() == "remote"
-        security = self.security_combo.currentText() if remote else "PLAINTEXT"
-        sasl = security.startswith("SASL")
+    # -- agents ----------------------------------------------------------------------------
+
+    def _on_add_agent_clicked(self) -> None:
+        url = self.agent_edit.text().strip().rstrip("/")
+        if url and url not in self.agents():
+            self._add_agent_item(url)
+            self.agent_edit.clear()
+
+    def _on_add_preset_clicked(self) -> None:
+        url = self.preset_combo.currentData()
+        if url not in self.agents():
+            self._add_agent_item(url)
+
+    def _on_remove_agent_clicked(self) -> None:
+        row = self.agent_list.currentRow()
+        if row >= 0:
+            self.agent_list.takeItem(row)
+
+    def _on_test_agent_clicked(self) -> None:
+        item = self.agent_list.currentItem()
+        url = item.data(Qt.ItemDataRole.UserRole) if item is not None else self.agent_edit.text().strip()
+        if not url:
+            self.agent_result.setText("Choose an agent in the list (or type a URL) to test it.")
+            return
+        self.agent_result.setText(f"Testing {agent_label(url)}…")
+        self.test_agent_button.setEnabled(False)
+        self._run_check("agent", lambda: test_agent(url))
+
+    # -- Kafka test ------------------------------------------------------------------------
+
+    def _on_test_kafka_clicked(self) -> None:
+        try:
+            settings = self.settings_from_form(validate=False)
+            problems = [p for p in settings.problems() if p[0] in ("bootstrap_servers", "security_protocol", "sasl_mechanism",
+                                                                   "sasl_username", "sasl_password", "ssl_ca_location")]
+            if problems:
+                raise SettingsError(problems)
+        except SettingsError as exc:
+            self.show_problems(exc.problems)
+            return
+        self.kafka_result.setText(f"Connecting to {settings.bootstrap_servers}…")
+        self.test_kafka_button.setEnabled(False)
+        self._run_check("kafka", lambda: test_kafka(settings))
+
+    def _run_check(self, kind: str, work) -> None:
+        check = self._checks[kind] = _Check(self)
+        check.finished.connect(lambda result, k=kind: self._on_check_finished(k, result))
+        check.run(work)
+
+    def _on_check_finished(self, kind: str, result: CheckResult) -> None:
+        self.last_check[kind] = result
+        label = self.kafka_result if kind == "kafka" else self.agent_result
+        mark = "✔" if result.ok else "✘"
+        label.setText(f"{mark} {result.text()}")
+        label.setProperty("ok", result.ok)
+        label.style().unpolish(label)
+        label.style().polish(label)
+        if kind == "kafka":
+            self._update_enabled()
+        else:
+            self.test_agent_button.setEnabled(True)
+        self.check_finished.emit(kind, result)
+
+    # -- result ----------------------------------------------------------------------------
+
+    def settings_from_form(self, validate: bool = True) -> Settings:
+        """The form as Settings (every field kept, whatever the mode); raises SettingsError."""
+        shifts = tuple(part.strip() for part in self.shifts_edit.text().split(",") if part.strip())
         settings = Settings(
             mode=self.mode_combo.currentData(),
             bootstrap_servers=self.bootstrap_edit.text().strip(),
             topic_prefix=self.prefix_edit.text().strip(),
-            security_protocol=security,
-            sasl_mechanism=self.mechanism_combo.currentText() if sasl else "",
-            sasl_username=self.username_edit.text().strip() if sasl else "",
-            sasl_password=self.password_edit.text() if sasl else "",
-            ssl_ca_location=self.ca_edit.text().strip() if security in ("SSL", "SASL_SSL") else "",
+            security_protocol=self.security_combo.currentText(),
+            sasl_mechanism=self.mechanism_combo.currentText() if self.security_combo.currentText().startswith("SASL") else "",
+            sasl_username=self.username_edit.text().strip(),
+            sasl_password=self.password_edit.text(),
+            ssl_ca_location=self.ca_edit.text().strip(),
             replay_speed=float(self.speed_spin.value()),
             kafka_properties=parse_properties(self.properties_edit.toPlainText()),
+            agents=self.agents(),
+            replay_start=self.replay_start_edit.text().strip(),
+            offline_after=float(self.offline_spin.value()),
+            shifts=shifts,
+            notify=self.notify_combo.currentData(),
+            close_to_tray=self.close_to_tray_check.isChecked(),
+            start_minimised=self.start_minimised_check.isChecked(),
+            start_at_login=self.start_at_login_check.isChecked(),
+            store_password_in_file=self.password_in_file_check.isChecked(),
         )
-        settings.validate()
+        if validate:
+            problems = settings.problems()
+            if (settings.sasl_password and not settings.is_local and settings.security_protocol.startswith("SASL")
+                    and not settings.store_password_in_file and not self.keyring_available):
+                problems.append(("sasl_password", "SASL password: this PC has no keyring to keep it in; tick \"store the "
+                                 "password in the settings file\" to save it there, or leave it empty"))
+            if problems:
+                raise SettingsError(problems)
         return settings
 
     def _on_save_clicked(self) -> None:
         try:
             self.result_settings = self.settings_from_form()
         except SettingsError as exc:
-            field, message = exc.problems[0]
-            self.show_error(message, field)
+            self.show_problems(exc.problems)
             return
         self.accept()
+
+    def save(self, directory: Path) -> Path:
+        """Save what was accepted (password to the keyring unless the user chose the file)."""
+        assert self.result_settings is not None
+        return save_settings(self.result_settings, directory, self.secrets)
+
+    def show_problems(self, problems: list[tuple[str, str]]) -> None:
+        for widget, _ in self._field_widgets.values():
+            widget.setProperty("invalid", False)
+        for field, _ in problems:
+            widget, _ = self._field_widgets.get(field, (None, 0))
+            if widget is not None:
+                widget.setProperty("invalid", True)
+        for widget, _ in self._field_widgets.values():
+            widget.style().unpolish(widget)
+            widget.style().polish(widget)
+        self.show_error("\n".join(message for _, message in problems), problems[0][0] if problems else "")
 
     def show_error(self, message: str, field: str = "") -> None:
         self.error_label.setText(message)
         self.error_label.setVisible(True)
-        widget = self._field_widgets.get(field)
+        widget, tab = self._field_widgets.get(field, (None, 0))
         if widget is not None:
+            self.tabs.setCurrentIndex(tab)
             widget.setFocus(Qt.FocusReason.OtherFocusReason)

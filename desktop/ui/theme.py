@@ -15,24 +15,54 @@ from desktop.core.paths import resource_path
 
 STATUS_COLORS = {
     MachineStatus.RUNNING: "#2f9e44",
-    MachineStatus.IDLE: "#e8a317",
-    MachineStatus.STOPPED: "#d9731a",
+    MachineStatus.IDLE: "#f2c94c",
+    MachineStatus.INTERRUPTED: "#f08c00",
+    MachineStatus.SETUP: "#3b82f6",
     MachineStatus.ALARM: "#e03131",
-    MachineStatus.OFFLINE: "#5f6b76",
-    MachineStatus.UNAVAILABLE: "#868e96",
+    MachineStatus.OFFLINE: "#6b7683",
+    MachineStatus.UNAVAILABLE: "#4a525c",
 }
-# Text on the status colour: dark on the bright amber for contrast, white elsewhere.
-STATUS_TEXT_COLORS = {MachineStatus.IDLE: "#1b1f24"}
+# Text on the status colour: dark on the bright yellow and amber for contrast, white elsewhere.
+STATUS_TEXT_COLORS = {MachineStatus.IDLE: "#1b1f24", MachineStatus.INTERRUPTED: "#1b1f24"}
+
+TILE_BACKGROUND = "#1f252d"
+TILE_SELECTED = "#e6edf3"
+TILE_TEXT = "#e6edf3"
+TILE_TEXT_DIM = "#a9b4c0"
 
 LEVEL_COLORS = {"FAULT": "#e03131", "WARNING": "#e8a317", "NORMAL": "#2f9e44"}
 
 PLOT_BACKGROUND = "#161a1f"
 PLOT_FOREGROUND = "#c9d1d9"
 PLOT_PEN = "#4dabf7"
+# One colour per pen of the detail plot, distinguishable on the dark background.
+PEN_COLORS = ("#4dabf7", "#ffa94d", "#69db7c", "#f783ac", "#ffd43b", "#9775fa", "#3bc9db", "#ff8787")
 
 
 def status_color(status: MachineStatus) -> QColor:
     return QColor(STATUS_COLORS[status])
+
+
+def status_icon(status: MachineStatus | None, size: int = 64) -> QIcon:
+    """The app icon with a dot in the colour of `status` (the tray shows the worst state)."""
+    from PySide6.QtCore import QRectF, Qt
+    from PySide6.QtGui import QPainter, QPen, QPixmap
+
+    base = app_icon()
+    pixmap = base.pixmap(size, size) if not base.isNull() else QPixmap(size, size)
+    if base.isNull():
+        pixmap.fill(QColor("#1f252d"))
+    if status is not None:
+        painter = QPainter(pixmap)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        diameter = size * 0.5
+        painter.setPen(QPen(QColor("#0d1117"), size * 0.06))
+        painter.setBrush(QColor(STATUS_COLORS[status]))
+        painter.drawEllipse(QRectF(size - diameter - 1, size - diameter - 1, diameter, diameter))
+        painter.end()
+    icon = QIcon()
+    icon.addPixmap(pixmap)
+    return icon
 
 
 def app_icon(alarm: bool = False) -> QIcon:

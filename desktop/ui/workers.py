@@ -1,20 +1,34 @@
-"""The thread that owns the Kafka consumer, and the Qt signals it reports through.
+"""The threads behind the window, and the Qt signals they report through.
 
-`FeedWorker` runs `desktop.core.feed.Feed.run` on a plain Python thread and turns its
-callbacks into queued Qt signals: one `batch_received` per batch, `status_changed` for
-connection state, and `feed_failed` when the feed ends with an error - the thread never dies
-silently. The GUI calls `batch_consumed` after applying a batch; until then further batches
-are merged in the feed (see `BatchGate`), so the GUI never faces a queue of signals.
-`stop` sets the stop event and joins; the consumer is closed by the feed in `finally`.
+`FeedWorker` runs `desktop.core.feed.Feed.run` on a plain Python thread (the Kafka consumer:
+consume, decode, validate). With a `sink` (the window's `CoreWorker.offer_batch`) every batch
+goes straight to the core thread without touching the GUI thread; without one (the self-test)
+each batch is a queued `batch_received` signal and the receiver calls `batch_consumed`.
+`status_changed` carries the connection state, `feed_failed` an error that ended the feed -
+the thread never dies silently. `stop` sets the stop event and joins; the consumer is closed
+by the feed in `finally`.
+
+`CoreWorker` runs `desktop.core.monitor.CoreRunner`: model, machine state, alarm engine and
+journal on their own thread; the GUI gets one `update_ready(ViewUpdate)` per (merged) update
+and calls `update_consumed` once it has applied it. `submit(fn)` is the command path for
+user actions (acknowledge, shelve, unshelve...): `fn(core)` runs on the core thread between
+batches, its events come back with the next update, its result through the returned Future.
 """
 from __future__ import annotations
 
 import threading
 import traceback
 
+from concurrent.futures import Future
+from typing import Any, Callable
+
 from PySide6.QtCore import QObject, Signal
 
+from desktop.core.batch import Batch
 from desktop.core.feed import Feed, FeedConfig
+from desktop.core.monitor import CoreRunner, MonitorCore, ViewUpdate
+
+BatchSink = Callable[[Batch, Callable[[], None]], None]
 
 
 class FeedWorker(QObject):
@@ -23,9 +37,10 @@ class FeedWorker(QObject):
     feed_failed = Signal(str)  # why the feed ended
     feed_stopped = Signal()
 
-    def __init__(self, config: FeedConfig, parent: QObject | None = None) -> None:
+    def __init__(self, config: FeedConfig, parent: QObject | None = None, sink: BatchSink | None = None) -> None:
         super().__init__(parent)
         self.config = config
+        self._sink = sink
         self._feed = Feed(config)
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
@@ -43,7 +58,12 @@ class FeedWorker(QObject):
 
     def _run(self) -> None:
         try:
-            self._feed.run(self._stop_event, self.batch_received.emit, self.status_changed.emit)
+            if self._sink is not None:
+                sink, release = self._sink, self._feed.gate.release
+                on_batch = lambda batch: sink(batch, release)  # noqa: E731
+            else:
+                on_batch = self.batch_received.emit
+            self._feed.run(self._stop_event, on_batch, self.status_changed.emit)
         except Exception as exc:  # noqa: BLE001 - any failure must reach the GUI, not vanish
             if isinstance(exc, RuntimeError):
                 detail = str(exc)  # the feed's own, already worded for people
@@ -56,6 +76,10 @@ class FeedWorker(QObject):
             self.feed_failed.emit(detail)
         finally:
             self.feed_stopped.emit()
+
+    @property
+    def feed(self) -> Feed:
+        return self._feed
 
     def batch_consumed(self) -> None:
         """The GUI has applied the last batch: the next one (or the merged backlog) may come."""
@@ -70,3 +94,34 @@ class FeedWorker(QObject):
         thread.join(timeout)
         return not thread.is_alive()
 
+
+
+class CoreWorker(QObject):
+    update_ready = Signal(object)  # ViewUpdate
+
+    def __init__(self, core: MonitorCore, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.core = core
+        self.runner = CoreRunner(core, self.update_ready.emit)
+
+    def start(self) -> None:
+        self.runner.start()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        return self.runner.stop(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.runner.running
+
+    def offer_batch(self, batch: Batch, release: Callable[[], None] | None = None) -> None:
+        self.runner.offer_batch(batch, release)
+
+    def submit(self, command: Callable[[MonitorCore], Any]) -> Future:
+        return self.runner.submit(command)
+
+    def update_consumed(self) -> None:
+        self.runner.update_consumed()
+
+
+__all__ = ["BatchSink", "CoreWorker", "FeedWorker", "ViewUpdate"]

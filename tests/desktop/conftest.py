@@ -15,6 +15,20 @@ def closed_port() -> str:
         return f"127.0.0.1:{probe.getsockname()[1]}"
 
 
+@pytest.fixture(autouse=True)
+def memory_keyring():
+    """Every desktop test keeps secrets in memory, never in the OS keyring of this PC."""
+    import keyring
+
+    from keyring_support import MemoryKeyring
+
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
 @pytest.fixture
 def styled_qapp(qapp):
     from desktop.ui.theme import apply_style

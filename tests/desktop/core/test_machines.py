@@ -42,7 +42,7 @@ def test_hurco_with_every_item_unavailable_is_unavailable_not_idle(devices):
     assert (view.name, view.model, view.manufacturer) == ("Hurco01", "VMX24", "Hurco")
 
 
-def test_mazak03_day_start_is_unavailable_then_stopped(devices):
+def test_mazak03_day_start_is_unavailable_then_idle_when_stopped(devices):
     # The file opens with every item UNAVAILABLE (the agent's state before the day).
     first_available = line_of(MAZAK03_DAY, "|avail|AVAILABLE")
     fleet = fleet_after(devices, "Mazak03", MAZAK03_DAY, first_available - 1)
@@ -56,7 +56,7 @@ def test_mazak03_day_start_is_unavailable_then_stopped(devices):
     fleet = fleet_after(devices, "Mazak03", MAZAK03_DAY, first_stopped)
     view = fleet.view("mtc_adapter004")
     assert view.availability == "AVAILABLE" and view.execution == "STOPPED"
-    assert view.status == MachineStatus.STOPPED
+    assert view.status == MachineStatus.IDLE  # STOPPED is idle: nothing interrupted
 
 
 def test_execution_active_is_running_then_fault_is_alarm_then_normal_clears(devices):

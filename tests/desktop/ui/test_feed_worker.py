@@ -59,6 +59,14 @@ def test_tray_notifications_do_not_use_the_banner(qtbot, styled_qapp):
         notifier.notify(alarms[:1])
     assert shown.args[0] == "Mazak03: FAULT 791"
     assert not banner.isVisible()
-    notifier.set_active_faults(1)
-    assert "1 active fault" in notifier.tray.toolTip()
+    from desktop.core.machines import MachineStatus
+
+    before = notifier.tray.icon().pixmap(32, 32).toImage()
+    notifier.set_status(MachineStatus.ALARM, {MachineStatus.ALARM: 1, MachineStatus.RUNNING: 2}, unacknowledged=1)
+    assert "1 alarm" in notifier.tray.toolTip() and "2 running" in notifier.tray.toolTip()
+    assert "1 alarm(s) to acknowledge" in notifier.tray.toolTip()
+    alarm_icon = notifier.tray.icon().pixmap(32, 32).toImage()
+    assert alarm_icon != before, "the tray icon must change colour for the worst state"
+    notifier.set_status(MachineStatus.RUNNING, {MachineStatus.RUNNING: 3})
+    assert notifier.tray.icon().pixmap(32, 32).toImage() not in (before, alarm_icon)
     notifier.hide()

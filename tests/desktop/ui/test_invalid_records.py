@@ -78,15 +78,15 @@ def test_bad_records_are_skipped_counted_and_logged_while_every_real_machine_sho
     window = make_window(Settings(mode="remote", bootstrap_servers=kafka_broker.bootstrap, topic_prefix=topic_prefix))
     window.show()
     window.start()
-    qtbot.waitUntil(lambda: window.model.observation_count == len(real_observations), timeout=60_000)
-    qtbot.waitUntil(lambda: window.model.skipped_count == len(hostile), timeout=30_000)
+    qtbot.waitUntil(lambda: window.state.observation_records == len(real_observations), timeout=60_000)
+    qtbot.waitUntil(lambda: window.state.skipped_count == len(hostile), timeout=30_000)
 
     # Every real machine, and nothing else: no phantom tile from any bad record.
     qtbot.waitUntil(lambda: len(window.overview.tiles) == len(devices), timeout=10_000)
     assert set(window.overview.tiles) == {d["device_uuid"] for d in devices}
-    assert {t.name_label.text() for t in window.overview.tiles.values()} == {d["device_name"] for d in devices}
+    assert {v.name for v in window.overview.tiles.values()} == {d["device_name"] for d in devices}
     # The machine whose records surround the garbage is up to date with its last one.
-    assert window.model.fleet.tracker("mtc_adapter004").last_timestamp == mazak03[-1]["timestamp"]
+    qtbot.waitUntil(lambda: window.state.machines["mtc_adapter004"].last_timestamp == mazak03[-1]["timestamp"])
     qtbot.waitUntil(lambda: window.skipped_label.isVisible(), timeout=5_000)
     assert window.skipped_label.text() == f"{len(hostile)} invalid records skipped"
 
@@ -100,7 +100,7 @@ def test_bad_records_are_skipped_counted_and_logged_while_every_real_machine_sho
     flood = [Message(wire.topic_name(wire.OBSERVATIONS, topic_prefix), b"flood", b'{"flood": %d}' % n)
              for n in range(3000)]
     produce(client, flood)
-    qtbot.waitUntil(lambda: window.model.skipped_count == len(hostile) + len(flood), timeout=60_000)
+    qtbot.waitUntil(lambda: window.state.skipped_count == len(hostile) + len(flood), timeout=60_000)
     qtbot.waitUntil(lambda: window.skipped_label.text() == f"{len(hostile) + len(flood):,} invalid records skipped",
                     timeout=5_000)
     assert len(window.overview.tiles) == len(devices)

@@ -28,7 +28,7 @@ def test_live_window_shows_devices_plot_and_the_recorded_fault(make_window, qtbo
     assert chain.prefix == topic_prefix
 
     qtbot.waitUntil(lambda: len(window.overview.tiles) == 8, timeout=90_000)
-    assert {tile.name_label.text() for tile in window.overview.tiles.values()} == NIST_DEVICES
+    assert {view.name for view in window.overview.tiles.values()} == NIST_DEVICES
     assert window.broker_label.text() == f"Kafka: connected to {kafka_broker.bootstrap}"
 
     qtbot.waitUntil(lambda: any("MUST INPUT CUTTING SPEED" in m for _, m in notifications), timeout=120_000)
@@ -40,13 +40,18 @@ def test_live_window_shows_devices_plot_and_the_recorded_fault(make_window, qtbo
     fault = next(a for a in rows if a.native_code == "791")
     assert fault.device_name == "Mazak03" and fault.alarm_id.startswith("mtc_adapter004/")
 
-    qtbot.waitUntil(lambda: window.plot.point_count > 0, timeout=120_000)
-    device_uuid, item_id = window.plot.series_key
-    assert window.model.data_item(device_uuid, item_id)["type"] == "ROTARY_VELOCITY"
+    # The detail of the first machine with a spindle plots its spindle speed.
+    from desktop.ui.views import first_spindle_machine
 
-    hurcos = [t for t in window.overview.tiles.values() if t.name_label.text().startswith("Hurco")]
-    assert {t.status for t in hurcos} <= {MachineStatus.UNAVAILABLE, MachineStatus.OFFLINE}
-    assert window.model.error_count == 0, list(window.model.errors)
+    qtbot.waitUntil(lambda: first_spindle_machine(window) is not None, timeout=60_000)
+    detail = window.open_detail(first_spindle_machine(window))
+    qtbot.waitUntil(lambda: any(detail.plot.points.get(pen, 0) > 0 for pen in detail.pens), timeout=120_000)
+    item = window.state.data_item(detail.device_uuid, detail.pens[0])
+    assert item["type"] == "ROTARY_VELOCITY"
+
+    hurcos = [v for v in window.overview.tiles.values() if v.name.startswith("Hurco")]
+    assert {v.status for v in hurcos} <= {MachineStatus.UNAVAILABLE, MachineStatus.OFFLINE}
+    assert window.state.error_count == 0, list(window.state.errors)
 
 
 def test_window_started_later_reads_the_last_ten_minutes_and_marks_them_as_history(make_window, qtbot, kafka_broker,
@@ -72,8 +77,7 @@ def test_window_started_later_reads_the_last_ten_minutes_and_marks_them_as_histo
     window = make_window(remote_settings(kafka_broker, topic_prefix))
     assert window.history_seconds == 600
     batches = []
-    ingest = window.ingest
-    window.ingest = lambda batch: (batches.append(batch), ingest(batch))
+    window.batch_observers.append(batches.append)
     window.show()
     with qtbot.waitSignal(window.first_observations_received, timeout=60_000):
         window.start()

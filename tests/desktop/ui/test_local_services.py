@@ -95,6 +95,8 @@ def services_factory(qtbot, fake):
 
     def make(**options):
         options.setdefault("stop_grace", 2.0)
+        # Replay position and the one-set-per-PC lock of this test alone.
+        options.setdefault("state_dir", fake.state.parent / "services-state")
         services = LocalServices(replay_speed=2.0, topic_prefix="plant1.", command_for=fake.command_for, **options)
         made.append(services)
         return services
@@ -195,3 +197,74 @@ def test_stop_before_start_reports_stopped(qtbot, services_factory):
     services = services_factory()
     with qtbot.waitSignal(services.services_stopped, timeout=5_000):
         services.stop()
+
+
+def test_a_dead_broker_is_restarted_with_backoff_and_the_producer_follows(qtbot, fake, services_factory):
+    services = services_factory(restart_delays=(0.5, 1.0), watch_interval=0.3)
+    states = []
+    services.state_changed.connect(lambda name, state, detail: states.append((name, state, detail)))
+    with qtbot.waitSignal(services.services_started, timeout=20_000):
+        services.start()
+    qtbot.waitUntil(lambda: services.states["producer"][0] == ServiceState.RUNNING)
+    (fake.state / "broker-running").unlink()  # the broker process is gone
+    qtbot.waitUntil(lambda: sum(1 for line in fake.log if line.startswith("called broker start")) == 2, timeout=15_000)
+    restarting = [detail for name, state, detail in states if name == "broker" and state == "failed"]
+    assert restarting and restarting[0] == "Kafka broker died; restarting in 0.5 s (attempt 1)"
+    # The producer was stopped while the broker was down and started again after it.
+    qtbot.waitUntil(lambda: sum(1 for line in fake.log if line.startswith("called run")) == 2, timeout=15_000)
+    qtbot.waitUntil(lambda: services.states["broker"][0] == ServiceState.RUNNING
+                    and services.states["producer"][0] == ServiceState.RUNNING, timeout=15_000)
+    assert "run terminated" in fake.log
+    assert services.restart_counts["broker"] == 1
+
+
+def test_a_dead_replay_agent_is_restarted_where_it_was_and_the_producer_follows(qtbot, fake, services_factory):
+    services = services_factory(restart_delays=(0.3,))
+    with qtbot.waitSignal(services.services_started, timeout=20_000):
+        services.start()
+    qtbot.waitUntil(lambda: services.states["producer"][0] == ServiceState.RUNNING)
+    services._children["replay"].process.kill()
+    qtbot.waitUntil(lambda: sum(1 for line in fake.log if line.startswith("called replay")) == 2, timeout=15_000)
+    second = [line for line in fake.log if line.startswith("called replay")][1]
+    assert second.startswith("called replay --port 0 --speed 2 --start 19:00:")  # where the first had got to
+    qtbot.waitUntil(lambda: sum(1 for line in fake.log if line.startswith("called run")) == 2, timeout=15_000)
+    qtbot.waitUntil(lambda: services.states["producer"][0] == ServiceState.RUNNING)
+
+
+def test_the_next_run_continues_the_replay_where_the_last_one_stopped(qtbot, fake, services_factory):
+    from desktop.core.instance import read_replay_position, seconds_of_day
+
+    services = services_factory()
+    with qtbot.waitSignal(services.services_started, timeout=20_000):
+        services.start()
+    qtbot.wait(1500)
+    with qtbot.waitSignal(services.services_stopped, timeout=20_000):
+        services.stop()
+    qtbot.waitUntil(lambda: read_replay_position(services.state_dir / "replay-position.json") is not None)
+    position = read_replay_position(services.state_dir / "replay-position.json")
+    assert seconds_of_day(position) >= seconds_of_day("19:00:02")  # 1.5 s at 2x, at least
+    again = services_factory()
+    with qtbot.waitSignal(again.services_started, timeout=20_000):
+        again.start()
+    assert f"called replay --port 0 --speed 2 --start {position}" in fake.log
+    chosen = services_factory(replay_start="07:30:00")
+    with qtbot.waitSignal(again.services_stopped, timeout=20_000):
+        again.stop()
+    with qtbot.waitSignal(chosen.services_started, timeout=20_000):
+        chosen.start()
+    assert "called replay --port 0 --speed 2 --start 07:30:00" in fake.log
+
+
+def test_a_second_set_on_this_pc_uses_the_running_services_and_starts_no_producer(qtbot, fake, services_factory):
+    first = services_factory()
+    with qtbot.waitSignal(first.services_started, timeout=20_000):
+        first.start()
+    qtbot.waitUntil(lambda: first.states["producer"][0] == ServiceState.RUNNING)
+    second = services_factory()
+    with qtbot.waitSignal(second.services_started, timeout=20_000) as started:
+        second.start()
+    assert started.args == ["127.0.0.1:19092"]
+    assert second.reused and not second.broker_owned
+    assert "another Machine Monitor" in second.states["producer"][1]
+    assert sum(1 for line in fake.log if line.startswith("called run")) == 1
+    assert sum(1 for line in fake.log if line.startswith("called replay")) == 1

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
@@ -40,62 +42,63 @@ def hurco_unavailable(devices):
             for o in testing.unavailable_observations(d, "2016-11-16T20:00:00Z")]
 
 
+def tile(window, uuid: str) -> dict:
+    return window.overview.grid.texts.get(uuid, {})
+
+
 def test_devices_show_as_tiles_with_status(make_window, qtbot, devices):
     window = make_window()
     window.show()
     fault_line = line_of("|motion_cond|Fault|791|")
     window.ingest(testing.batch_of(devices, hurco_unavailable(devices) + mazak03_until(devices, fault_line - 1)))
-    qtbot.waitUntil(lambda: len(window.overview.tiles) == 8)
-    tiles = window.overview.tiles
-    assert sorted(t.name_label.text() for t in tiles.values()) == sorted(d["device_name"] for d in devices)
+    qtbot.waitUntil(lambda: len(window.overview.tiles) == 8 and tile(window, "mtc_adapter004").get("state") == "RUNNING")
+    views = window.overview.tiles
+    assert sorted(v.name for v in views.values()) == sorted(d["device_name"] for d in devices)
     for device in devices:
-        tile = tiles[device["device_uuid"]]
         if device["device_name"].startswith("Hurco"):
-            assert tile.status_label.text() == "UNAVAILABLE", device["device_name"]
-    mazak03 = tiles["mtc_adapter004"]
-    assert mazak03.status_label.text() == "RUNNING"
-    assert mazak03.execution_label.text() == "Active" and mazak03.mode_label.text() == "Automatic"
-    assert mazak03.model_label.text() == "Mazak · QTN"
-    assert tiles["mtc_adapter001"].status_label.text() == "OFFLINE"  # GFAgie01: no data yet
+            qtbot.waitUntil(lambda d=device: tile(window, d["device_uuid"]).get("state") == "UNAVAILABLE")
+    mazak03 = tile(window, "mtc_adapter004")
+    assert mazak03["execution"] == "Active" and mazak03["mode"] == "Automatic"
+    assert mazak03["model"] == "Mazak · QTN"
+    assert tile(window, "mtc_adapter001")["state"] == "OFFLINE"  # GFAgie01: no data yet
 
     window.ingest(testing.batch_of(observations=mazak03_until(devices, fault_line, fault_line)))
-    qtbot.waitUntil(lambda: mazak03.status == MachineStatus.ALARM)
-    assert mazak03.status_label.text() == "ALARM"
-    assert "MUST INPUT CUTTING SPEED" in mazak03.reason_label.toolTip()
+    qtbot.waitUntil(lambda: tile(window, "mtc_adapter004").get("state") == "ALARM")
+    assert "MUST INPUT CUTTING SPEED" in tile(window, "mtc_adapter004")["reason"]
+    assert tile(window, "mtc_adapter004")["alarm"].startswith("UNACK ALARM")
     assert "alarm" in window.windowTitle()
 
 
-def test_plot_gets_points_after_the_timer_fires(make_window, qtbot, devices):
+def test_the_detail_plots_the_spindle_of_the_device_model_the_same_on_every_run(make_window, qtbot, devices):
     window = make_window()
     window.show()
     window.ingest(testing.batch_of(devices, hurco_unavailable(devices) + mazak03_until(devices, 10_000)))
-    assert window.plot.point_count == 0  # the slot never draws; the timer does
-    qtbot.waitUntil(lambda: window.plot.point_count > 0)
+    qtbot.waitUntil(lambda: "mtc_adapter004" in window.state.machines and bool(window.state.sample_items("mtc_adapter004")))
+    detail = window.open_detail("mtc_adapter004")
+    # Srpm (the first spindle of Mazak03's model) and its load, not S2rpm sitting at 0.
+    qtbot.waitUntil(lambda: detail.pens == ["Mazak03-S_2", "Mazak03-S_3"])
     srpm_lines = [l for l in testing.nist_shdr(MAZAK03_DAY).read_text(encoding="utf-8").splitlines()
                   if l.split("|")[1] == "Srpm" and l.split("|")[2] != "UNAVAILABLE"]
-    assert window.plot.series_key == ("mtc_adapter004", "Mazak03-S_2")
-    # The plot shows the last `window_seconds` (10 minutes) of the series.
     times = [parse_timestamp(line.split("|")[0]) for line in srpm_lines]
-    assert window.plot.point_count == sum(1 for t in times if t >= times[-1] - window.model.window_seconds)
-    assert 0 < window.plot.point_count < len(srpm_lines)
-    assert window.plot.device_combo.currentText() == "Mazak03"
-    assert window.plot.item_combo.currentText().startswith("Srpm")
-    last_rpm = float(srpm_lines[-1].split("|")[2])
-    assert window.plot.value_label.text().startswith(f"{last_rpm:,.0f}")
-
-
-def test_picking_another_data_item_replots(make_window, qtbot, devices):
-    window = make_window()
-    window.show()
-    window.ingest(testing.batch_of(devices, mazak03_until(devices, 10_000)))
-    qtbot.waitUntil(lambda: window.plot.point_count > 0)
-    index = window.plot.item_combo.findData("Mazak03-S_4")  # Stemp, spindle temperature
-    assert index >= 0
-    window.plot.item_combo.setCurrentIndex(index)
-    stemp_count = recorded_points("Stemp", window.model.window_seconds)
-    qtbot.waitUntil(lambda: window.plot.point_count == stemp_count)
-    assert window.plot.user_selected
-    assert window.plot.series_key == ("mtc_adapter004", "Mazak03-S_4")
+    # The live part holds what the core's buffer holds: the last `window_seconds` of samples.
+    expected = sum(1 for t in times if t >= times[-1] - window.model.window_seconds)
+    qtbot.waitUntil(lambda: detail.plot.points.get("Mazak03-S_2") == len(srpm_lines) or
+                    detail.plot.points.get("Mazak03-S_2", 0) >= expected, timeout=10_000)
+    assert 0 < detail.plot.points["Mazak03-S_2"] <= len(srpm_lines)
+    index = [detail.pen_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(detail.pen_list.count())].index("Mazak03-S_4")
+    detail.pen_list.item(index).setCheckState(Qt.CheckState.Checked)  # Stemp, spindle temperature
+    stemp_count = recorded_points("Stemp", 10**9)
+    qtbot.waitUntil(lambda: 0 < detail.plot.points.get("Mazak03-S_4", 0) <= stemp_count)
+    assert "Mazak03-S_4" in detail.pens
+    panel = detail.panel_labels
+    # The panel says what the recording's last lines say.
+    last = {}
+    for line in testing.nist_shdr(MAZAK03_DAY).read_text(encoding="utf-8").splitlines():
+        fields = line.split("|")
+        for name, value in zip(fields[1::2], fields[2::2]):
+            last[name] = value
+    qtbot.waitUntil(lambda: panel["execution"].text() == last["execution"].replace("_", " ").capitalize())
+    assert panel["mode"].text() == last["mode"].replace("_", " ").capitalize()
 
 
 def test_fault_shows_the_banner_once_without_a_tray(make_window, qtbot, devices):
@@ -157,13 +160,92 @@ def test_status_bar_shows_rate_and_last_data(make_window, qtbot, devices):
     with qtbot.waitSignal(window.first_observations_received):
         window.ingest(testing.batch_of(devices, mazak03_until(devices, 500)))
     qtbot.waitUntil(lambda: window.last_data_label.text() == "last data: just now")
-    assert window.rate_label.text().endswith("msg/s") and window.rate_label.text() != "0 msg/s"
+    qtbot.waitUntil(lambda: window.rate_label.text() != "0 obs/s")
+    assert window.rate_label.text().endswith("obs/s")
 
 
 def test_screenshot_of_the_window(make_window, qtbot, devices, tmp_path):
     window = make_window()
     window.show()
     window.ingest(testing.batch_of(devices, hurco_unavailable(devices) + mazak03_until(devices, 3000)))
+    qtbot.waitUntil(lambda: len(window.overview.grid.order) == 8)
     path = tmp_path / "shot.png"
     assert window.save_screenshot(path)
     assert path.stat().st_size > 10_000
+
+
+def test_without_a_tray_the_banner_opens_the_machine_it_is_about(make_window, qtbot, devices):
+    window = make_window()
+    window.show()
+    assert not window.notifier.uses_tray
+    with qtbot.waitSignal(window.notifier.notification_shown):
+        window.ingest(testing.batch_of(devices, mazak03_until(devices, line_of("|motion_cond|Fault|791|"))))
+    assert window.banner.isVisible() and window.banner.open_button.isVisible()
+    with qtbot.waitSignal(window.detail_opened, timeout=5_000) as opened:
+        qtbot.mouseClick(window.banner.open_button, Qt.MouseButton.LeftButton)
+    assert opened.args == ["mtc_adapter004"]
+    assert window.tabs.currentWidget() is window.details["mtc_adapter004"]
+    assert window.tabs.tabText(window.tabs.currentIndex()) == "Mazak03"
+
+
+def test_closing_with_a_tray_hides_to_it_and_quit_really_quits(make_window, qtbot):
+    window = make_window(use_tray=True)
+    window.show()
+    assert window.notifier.uses_tray
+    hints = []
+    window.notifier.tray.messageClicked.connect(lambda: None)
+    original = window.notifier.show_hint
+    window.notifier.show_hint = lambda title, text: (hints.append(title), original(title, text))
+    window.close()
+    assert not window.isVisible() and not window._shut_down, "closing must hide to the tray"
+    assert hints == ["Machine Monitor is still running"]
+    window.show()
+    window.close()
+    assert hints == ["Machine Monitor is still running"], "the hint is shown the first time only"
+    with qtbot.waitSignal(window.shutdown_finished, timeout=30_000):
+        window.quit()
+    assert window._shut_down
+
+
+def test_start_at_login_writes_a_valid_autostart_entry_and_unticking_removes_it(make_window, qtbot, tmp_path,
+                                                                                 monkeypatch):
+    import shlex
+    import subprocess
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    entry = tmp_path / "config" / "autostart" / "machine-monitor.desktop"
+    window = make_window()
+    window.apply_settings(dataclasses.replace(window.settings, start_at_login=True))
+    assert entry.is_file(), "ticking start at login must put an entry in the freedesktop autostart folder"
+    # The freedesktop validator is the oracle for the entry's format.
+    checked = subprocess.run(["desktop-file-validate", str(entry)], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    fields = dict(line.split("=", 1) for line in entry.read_text().splitlines() if "=" in line)
+    command = shlex.split(fields["Exec"])
+    assert Path(command[0]).resolve() == Path(sys.executable).resolve() and command[1:] == ["-m", "desktop"]
+    assert fields.get("Hidden", "false") == "false" and fields["Type"] == "Application"
+    window.apply_settings(dataclasses.replace(window.settings, start_at_login=False))
+    assert not entry.exists(), "unticking start at login must remove the entry"
+
+
+def test_the_tray_counts_alarms_to_acknowledge_without_reading_the_core_threads_journal(make_window, qtbot, devices):
+    import re
+    import threading
+
+    window = make_window(use_tray=True)
+    window.show()
+    assert window.notifier.uses_tray
+    journal = window.model.journal
+    original = journal.unacknowledged_count
+    readers: list[int] = []
+
+    def counted() -> int:
+        readers.append(threading.get_ident())
+        return original()
+    # The core thread changes the journal while the GUI redraws: reading it there raced
+    # ("OrderedDict mutated during iteration" under load).
+    journal.unacknowledged_count = counted
+    window.ingest(testing.batch_of(devices, mazak03_until(devices, line_of("|motion_cond|Fault|791|"))))
+    to_acknowledge = re.compile(r"\b[1-9]\d* alarm\(s\) to acknowledge")
+    qtbot.waitUntil(lambda: to_acknowledge.search(window.notifier.tray.toolTip()) is not None, timeout=15_000)
+    assert threading.get_ident() not in readers, "the GUI thread read the journal the core thread writes"

@@ -54,11 +54,11 @@ def test_window_shows_the_machines_over_sasl_ssl(make_window, qtbot, secured, to
     window = make_window(settings)
     window.show()
     window.start()
-    qtbot.waitUntil(lambda: window.model.observation_count == len(observations), timeout=60_000)
+    qtbot.waitUntil(lambda: window.state.observation_records == len(observations), timeout=60_000)
     qtbot.waitUntil(lambda: len(window.overview.tiles) == len(devices), timeout=10_000)
-    assert {t.name_label.text() for t in window.overview.tiles.values()} == {d["device_name"] for d in devices}
+    assert {v.name for v in window.overview.tiles.values()} == {d["device_name"] for d in devices}
     assert window.broker_label.text() == f"Kafka: connected to {bootstrap}"
-    assert window.overview.tiles["mtc_adapter004"].status_label.text() == "RUNNING"
+    qtbot.waitUntil(lambda: window.overview.grid.texts.get("mtc_adapter004", {}).get("state") == "RUNNING")
 
 
 def test_a_wrong_password_is_shown_as_an_authentication_failure(make_window, qtbot, secured, topic_prefix):
@@ -71,5 +71,5 @@ def test_a_wrong_password_is_shown_as_an_authentication_failure(make_window, qtb
     tip = window.broker_label.toolTip()
     assert MECHANISM in tip and "invalid credentials" in tip, tip
     assert PASSWORD not in tip
-    assert "authentication failed" in window.overview._empty.text()  # what the empty overview says
-    assert window.model.observation_count == 0 and not window.overview.tiles
+    assert "authentication failed" in window.overview.grid.waiting_text  # what the empty overview says
+    assert window.state.observation_records == 0 and not window.overview.tiles

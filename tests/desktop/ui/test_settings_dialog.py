@@ -100,3 +100,174 @@ def test_settings_saved_in_the_dialog_are_there_after_a_restart(make_window, qtb
     assert form.bootstrap_edit.text() == bootstrap and form.username_edit.text() == "desk-7"
     assert form.security_combo.currentText() == "SASL_SSL" and form.password_edit.text() == "pa55 word"
     assert form.settings_from_form() == restarted
+
+
+# -- secrets, modes, agents, Test buttons, readability ---------------------------------------
+
+def _remote_sasl(dialog: SettingsDialog, bootstrap: str = "kafka1.plant.local:9093") -> None:
+    dialog.mode_combo.setCurrentIndex(dialog.mode_combo.findData("remote"))
+    dialog.bootstrap_edit.setText(bootstrap)
+    dialog.security_combo.setCurrentText("SASL_SSL")
+    dialog.mechanism_combo.setCurrentText("SCRAM-SHA-256")
+    dialog.username_edit.setText("desk-9")
+    dialog.password_edit.setText("n0t in a file")
+
+
+def test_the_password_goes_to_the_keyring_and_comes_back_from_it(qtbot, styled_qapp, tmp_path, memory_keyring):
+    import json
+
+    from desktop.core.settings import load_settings
+
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    assert dialog.keyring_available and "keyring" in dialog.keyring_label.text()
+    _remote_sasl(dialog)
+    with qtbot.waitSignal(dialog.accepted):
+        dialog._on_save_clicked()
+    path = dialog.save(tmp_path)
+    stored = json.loads(path.read_text())
+    assert "sasl_password" not in stored and "n0t in a file" not in path.read_text()
+    assert list(memory_keyring.entries.values()) == ["n0t in a file"]
+    assert load_settings(tmp_path).sasl_password == "n0t in a file"
+
+
+def test_without_a_keyring_the_dialog_says_so_and_stores_the_secret_only_when_ticked(qtbot, styled_qapp, tmp_path):
+    import json
+
+    from desktop.core.secrets import SecretStore
+    from desktop.core.settings import load_settings
+    from keyring_support import NoKeyring
+
+    store = SecretStore(NoKeyring())
+    dialog = SettingsDialog(Settings(), secrets=store)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert not dialog.keyring_available
+    assert "no keyring" in dialog.keyring_label.text().lower()
+    _remote_sasl(dialog)
+    dialog._on_save_clicked()
+    assert dialog.result() != QDialog.DialogCode.Accepted
+    assert "SASL password" in dialog.error_label.text() and "no keyring" in dialog.error_label.text()
+    assert dialog.password_edit.property("invalid") is True
+    dialog.password_in_file_check.setChecked(True)
+    with qtbot.waitSignal(dialog.accepted):
+        dialog._on_save_clicked()
+    path = dialog.save(tmp_path)
+    assert json.loads(path.read_text())["sasl_password"] == "n0t in a file"
+    assert load_settings(tmp_path, store).sasl_password == "n0t in a file"
+
+
+def test_switching_to_local_and_back_keeps_what_was_entered(qtbot, styled_qapp):
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    _remote_sasl(dialog)
+    remote = dialog.settings_from_form()
+    dialog.mode_combo.setCurrentIndex(dialog.mode_combo.findData("local"))
+    assert not dialog.username_edit.isEnabled()
+    local = dialog.settings_from_form()
+    assert (local.sasl_username, local.sasl_password, local.bootstrap_servers) == ("desk-9", "n0t in a file",
+                                                                                  "kafka1.plant.local:9093")
+    # Local mode connects to the app's own broker in plain text, whatever is kept for remote.
+    assert "sasl.password" not in local.kafka_config("127.0.0.1:9092")
+    dialog.mode_combo.setCurrentIndex(dialog.mode_combo.findData("remote"))
+    assert dialog.settings_from_form() == remote
+    # Saved in local mode and opened again: still there.
+    again = SettingsDialog(local)
+    qtbot.addWidget(again)
+    assert again.username_edit.text() == "desk-9" and again.password_edit.text() == "n0t in a file"
+
+
+def test_field_problems_are_all_named_and_marked(qtbot, styled_qapp):
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.shifts_edit.setText("06:00, 25:00")
+    dialog.replay_start_edit.setText("noon")
+    dialog.agent_list.clear()
+    dialog._on_save_clicked()
+    text = dialog.error_label.text()
+    assert "Shift start times: '25:00' is not a time of day" in text
+    assert "Replay start: 'noon' is not a time of day" in text
+    assert "Agents: local mode needs at least one agent" in text
+    for widget in (dialog.shifts_edit, dialog.replay_start_edit, dialog.agent_list):
+        assert widget.property("invalid") is True
+
+
+def test_agent_presets_and_test_show_the_devices(qtbot, styled_qapp):
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    assert dialog.agents() == ("replay",)  # the recorded NIST replay is the default
+    dialog.preset_combo.setCurrentIndex(dialog.preset_combo.findData("https://smstestbed.nist.gov/vds"))
+    dialog._on_add_preset_clicked()
+    assert dialog.agents() == ("replay", "https://smstestbed.nist.gov/vds")
+    dialog.agent_list.setCurrentRow(0)
+    with qtbot.waitSignal(dialog.check_finished, timeout=10_000) as finished:
+        dialog._on_test_agent_clicked()
+    kind, result = finished.args
+    assert kind == "agent" and result.ok
+    import recorded_nist as testing
+
+    for device in testing.load_devices():
+        assert device["device_name"] in dialog.agent_result.text()
+    assert dialog.settings_from_form().agents == ("replay", "https://smstestbed.nist.gov/vds")
+
+
+def test_test_connection_reports_brokers_topics_and_a_dead_address_within_ten_seconds(qtbot, styled_qapp, kafka_broker,
+                                                                                       topic_prefix, closed_port):
+    import time
+
+    from kafka_records import create_topics
+
+    create_topics({"bootstrap.servers": kafka_broker.bootstrap}, topic_prefix)
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    dialog.mode_combo.setCurrentIndex(dialog.mode_combo.findData("remote"))
+    dialog.bootstrap_edit.setText(kafka_broker.bootstrap)
+    dialog.prefix_edit.setText(topic_prefix)
+    with qtbot.waitSignal(dialog.check_finished, timeout=10_000) as finished:
+        dialog._on_test_kafka_clicked()
+    result = finished.args[1]
+    assert result.ok, result.text()
+    text = dialog.kafka_result.text()
+    assert f"{kafka_broker.bootstrap.split(':')[0]}:" in text and "Brokers:" in text
+    assert f"{topic_prefix}mtconnect.observations" in text and "Topics present" in text
+    assert "Authentication: no authentication" in text
+
+    dialog.bootstrap_edit.setText(closed_port)
+    began = time.monotonic()
+    with qtbot.waitSignal(dialog.check_finished, timeout=12_000) as finished:
+        dialog._on_test_kafka_clicked()
+    assert time.monotonic() - began < 10.0
+    assert not finished.args[1].ok and "No Kafka broker answered" in dialog.kafka_result.text()
+
+
+def _luminance(colour) -> float:
+    def channel(value: float) -> float:
+        value /= 255
+        return value / 12.92 if value <= 0.03928 else ((value + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * channel(colour.red()) + 0.7152 * channel(colour.green()) + 0.0722 * channel(colour.blue())
+
+
+def test_field_labels_are_readable_on_the_dark_theme(qtbot, styled_qapp):
+    from PySide6.QtWidgets import QFormLayout, QLabel
+
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    dialog.resize(700, 640)
+    dialog.show()
+    image = dialog.grab().toImage()
+    background = image.pixelColor(3, image.height() // 2)
+    labels = []
+    for layout in dialog.findChildren(QFormLayout):
+        for row in range(layout.rowCount()):
+            item = layout.itemAt(row, QFormLayout.ItemRole.LabelRole)
+            if item is not None and isinstance(item.widget(), QLabel) and item.widget().text():
+                labels.append(item.widget())
+    assert len(labels) >= 10
+    for label in labels:
+        label.ensurePolished()
+        colour = label.palette().color(label.foregroundRole())
+        light, dark = sorted((_luminance(colour), _luminance(background)), reverse=True)
+        ratio = (light + 0.05) / (dark + 0.05)
+        assert ratio >= 4.5, f"{label.text()!r}: contrast {ratio:.1f}:1"

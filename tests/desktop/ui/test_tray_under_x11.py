@@ -53,3 +53,14 @@ def test_fault_pops_up_as_a_tray_message_not_the_banner(x_display_with_tray):
     assert not result["banner_visible"], "with a tray the in-window banner must stay hidden"
     texts = [" ".join(balloon) for balloon in result["balloons"]]
     assert any("Mazak03" in text and "791" in text and "MUST INPUT CUTTING SPEED" in text for text in texts), result
+    # The tray icon took the alarm colour (the dot in its corner), and clicking the pop-up
+    # opened the machine it was about; so does "Open last alert" in the tray menu.
+    from desktop.core.machines import MachineStatus
+    from desktop.ui.theme import STATUS_COLORS
+
+    assert result["icon_after"] != result["icon_before"], result
+    red = STATUS_COLORS[MachineStatus.ALARM].lstrip("#")
+    after = result["icon_after"].lstrip("#")
+    assert sum(abs(int(after[i:i + 2], 16) - int(red[i:i + 2], 16)) for i in (0, 2, 4)) < 60, result
+    assert result["opened_by_click"] == "mtc_adapter004", result
+    assert result["opened_by_menu"] == "mtc_adapter004", result

@@ -1,0 +1,356 @@
+"""Desktop benchmark: the app (offscreen) consuming a plant-sized stream from the local broker.
+
+What runs, all on this machine:
+
+- **A local broker** (`producer.broker.LocalBroker`, single-node KRaft) in a temp folder.
+- **A generator process** (this file with `--generate`): clones of the three recorded NIST
+  device models (Mazak01, Mazak03, GFAgie01 from `resources/replay/Devices.xml`) as
+  `--devices` machines, and observations for them in the product's wire format
+  (`producer.wire.encode`, keyed by device uuid, on the 6-partition observations topic) at
+  `--rate` per second: 60 % samples (random walks on the device's SAMPLE items), 35 % events
+  (execution, mode, program, part count... from the values an MTConnect agent sends), 5 %
+  conditions (97 % NORMAL, 2 % WARNING, 1 % FAULT, so the alarm engine and its journal work).
+  Rate control is a 10 ms token bucket; the achieved rate is printed.
+- **The app**: `MainWindow` offscreen at 1920x1080, in remote mode against that broker, the
+  overview shown and one machine's detail tab opened once data flows (the overview is drawn
+  by the same timer in either case; the detail is the visible tab, so its plot redraws).
+- **The probe**: a 20 ms `QTimer` on the GUI thread; each tick's lateness (actual interval -
+  20 ms) is the event-loop latency. p50/p95/max over the measured period (after `--warmup`).
+- **Memory**: VmRSS every 5 s; peak over the run and growth from the end of the first minute
+  of the measured period to its end.
+- **History**: before the load starts, 24 h of NIST Mazak01 (the recorded day, re-timed to
+  the last 24 h, with Kafka timestamps spread the same way) go to a topic prefix of their
+  own, and `load_history` (as the detail view's "Last 24 h" does) reads them; the time is
+  `history_load_s`. It is measured on that prefix: a plant's full stream (here 50,000 obs/s)
+  in the same partitions would make a 24 h read a read of billions of records.
+
+Ends with `BENCH desktop obs_per_s=<n> loop_p95_ms=<x> loop_max_ms=<x> rss_mb=<n>
+rss_growth_pct=<x> history_load_s=<x>`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PREFIX = "bench."
+HISTORY_PREFIX = "benchhistory."
+NIST_MODELS = ("Mazak01", "Mazak03", "GFAgie01")
+
+
+def nist_devices() -> list[dict]:
+    from producer.mtconnect.documents import parse_devices
+    from producer.paths import resource_path
+
+    return parse_devices(resource_path("replay", "Devices.xml").read_bytes(), "http://bench-agent:5000").devices
+
+
+def bench_devices(count: int) -> list[dict]:
+    models = {d["device_name"]: d for d in nist_devices()}
+    devices = []
+    for index in range(count):
+        base = models[NIST_MODELS[index % len(NIST_MODELS)]]
+        name = f"{base['device_name'][:-2]}{index + 1:03d}"
+        uuid = f"bench-{index + 1:03d}"
+        device = dict(base, device_uuid=uuid, device_name=name, agent=f"http://bench-agent-{index // 20}:5000")
+        device["data_items"] = [dict(item, id=f"{uuid}-{item['id']}") for item in base["data_items"]]
+        devices.append(device)
+    return devices
+
+
+EVENT_VALUES = {
+    "EXECUTION": ["ACTIVE"] * 6 + ["READY", "FEED_HOLD", "STOPPED", "INTERRUPTED"],
+    "CONTROLLER_MODE": ["AUTOMATIC"] * 8 + ["MANUAL", "MANUAL_DATA_INPUT"],
+    "AVAILABILITY": ["AVAILABLE"],
+    "EMERGENCY_STOP": ["ARMED"],
+}
+
+
+def generate(bootstrap: str, devices_count: int, rate: float, seconds: float, report: str) -> int:
+    """The generator process: device records, then observations at `rate` for `seconds`."""
+    from confluent_kafka import Producer
+
+    from producer import wire
+
+    devices = bench_devices(devices_count)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
+                         "compression.type": "lz4", "queue.buffering.max.messages": 2_000_000,
+                         "queue.buffering.max.kbytes": 1_048_576, "acks": 1})
+    devices_topic = wire.topic_name(wire.DEVICES, PREFIX)
+    observations_topic = wire.topic_name(wire.OBSERVATIONS, PREFIX)
+    for device in devices:
+        producer.produce(devices_topic, key=wire.device_key(device), value=wire.encode(device))
+    producer.flush(30)
+    encode = wire.fast_encoder()
+    rng = random.Random(7)
+    by_category = []
+    for device in devices:
+        items = {c: [i for i in device["data_items"] if i["category"] == c] for c in ("SAMPLE", "EVENT", "CONDITION")}
+        base = {"agent": device["agent"], "instance_id": 1, "device_uuid": device["device_uuid"],
+                "device_name": device["device_name"]}
+        by_category.append((device, items, base))
+    walks: dict[str, float] = {}
+    sequences = [0] * len(devices)
+    # Draw the category of each observation from a fixed 100-slot table (60/35/5).
+    table = ["SAMPLE"] * 60 + ["EVENT"] * 35 + ["CONDITION"] * 5
+    sent = 0
+    began = time.monotonic()
+    deadline = began + seconds
+    tick = 0.01
+    next_tick = began
+    index = 0
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        if now < next_tick:
+            time.sleep(next_tick - now)
+            continue
+        due = int((next_tick - began + tick) * rate) - sent
+        next_tick += tick
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+        for _ in range(max(0, due)):
+            slot = index % len(devices)
+            device, items, base = by_category[slot]
+            category = table[rng.randrange(100)]
+            if not items[category]:
+                category = "SAMPLE"
+            item = items[category][rng.randrange(len(items[category]))]
+            sequences[slot] += 1
+            observation = dict(base, sequence=sequences[slot], timestamp=stamp, component=item.get("component"),
+                               component_id=item.get("component_id"), data_item_id=item["id"], name=item.get("name"),
+                               category=category, type=item.get("type"), sub_type=item.get("sub_type"),
+                               units=item.get("units"))
+            if category == "SAMPLE":
+                value = walks.get(item["id"], 100.0) + rng.uniform(-5.0, 5.0)
+                walks[item["id"]] = value
+                observation["value"] = round(value, 3)
+            elif category == "EVENT":
+                choices = EVENT_VALUES.get(item.get("type") or "")
+                if choices:
+                    observation["value"] = choices[rng.randrange(len(choices))]
+                elif item.get("type") in ("PART_COUNT", "LINE", "BLOCK_COUNT"):
+                    observation["value"] = str(sequences[slot] // 50)
+                else:
+                    observation["value"] = f"O{rng.randrange(1000, 1010)}"
+            else:
+                roll = rng.random()
+                level = "FAULT" if roll < 0.01 else "WARNING" if roll < 0.03 else "NORMAL"
+                code = str(rng.randrange(100, 110)) if level != "NORMAL" else None
+                observation.update(level=level, native_code=code, native_severity=None, qualifier=None,
+                                   condition_id=code, value="bench condition" if code else None)
+            try:
+                producer.produce(observations_topic, key=base["device_uuid"].encode(), value=encode(observation))
+            except BufferError:
+                producer.poll(0.05)
+                producer.produce(observations_topic, key=base["device_uuid"].encode(), value=encode(observation))
+            sent += 1
+            index += 1
+        producer.poll(0)
+    producer.flush(60)
+    elapsed = time.monotonic() - began
+    Path(report).write_text(json.dumps({"sent": sent, "seconds": elapsed, "rate": sent / elapsed}))
+    return 0
+
+
+def write_history(bootstrap: str) -> tuple[str, int]:
+    """24 h of the recorded Mazak01 day, re-timed to end now, under the history prefix."""
+    from confluent_kafka import Producer
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import recorded_nist as testing
+    from producer import wire
+    from producer.topics import ensure_topics
+
+    from desktop.core.batch import parse_timestamp
+
+    ensure_topics({"bootstrap.servers": bootstrap}, HISTORY_PREFIX)
+    devices = testing.load_devices()
+    mazak01 = testing.device_named(devices, "Mazak01")
+    observations = [o for _, o in testing.shdr_observations(testing.nist_shdr("Mazak01-20171030-20171031.txt"), mazak01)]
+    first = parse_timestamp(observations[0]["timestamp"])
+    last = parse_timestamp(observations[-1]["timestamp"])
+    now = time.time()
+    shift = now - 60 - last
+    scale = min(1.0, (24 * 3600 - 120) / max(1.0, last - first))
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4"})
+    topic = wire.topic_name(wire.OBSERVATIONS, HISTORY_PREFIX)
+    producer.produce(wire.topic_name(wire.DEVICES, HISTORY_PREFIX), key=wire.device_key(mazak01), value=wire.encode(mazak01))
+    for observation in observations:
+        moment = last + shift - (last - parse_timestamp(observation["timestamp"])) * scale
+        observation = dict(observation, timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
+                           + f".{int(moment * 1000) % 1000:03d}Z")
+        while True:
+            try:
+                producer.produce(topic, key=wire.observation_key(observation), value=wire.encode(observation),
+                                 timestamp=int(moment * 1000))
+                break
+            except BufferError:
+                producer.poll(0.1)
+    producer.flush(60)
+    return mazak01["device_uuid"], len(observations)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=50_000)
+    parser.add_argument("--seconds", type=float, default=600, help="measured period (default 600 = 10 min)")
+    parser.add_argument("--warmup", type=float, default=30)
+    parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--report", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.generate:
+        return generate(options.bootstrap, options.devices, options.rate, options.seconds, options.report)
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    with tempfile.TemporaryDirectory(prefix="mm-bench-desktop-") as temp:
+        temp_path = Path(temp)
+        os.environ["MACHINE_MONITOR_DATA_DIR"] = str(temp_path / "data")
+        from producer.broker import LocalBroker
+        from producer.topics import ensure_topics
+
+        broker = LocalBroker(data_dir=temp_path / "kafka", progress=lambda line: None)
+        print("starting the local broker…", flush=True)
+        broker.start(timeout=240)
+        generator = None
+        try:
+            return run(options, broker.bootstrap, temp_path, ensure_topics)
+        finally:
+            broker.stop()
+
+
+def run(options, bootstrap: str, temp_path: Path, ensure_topics) -> int:
+    from desktop.core.feed import FeedConfig
+    from desktop.core.history import load_history
+
+    print("writing 24 h of Mazak01 history…", flush=True)
+    uuid, written = write_history(bootstrap)
+    config = FeedConfig(bootstrap_servers=bootstrap, topic_prefix=HISTORY_PREFIX, kafka_properties={})
+    began = time.monotonic()
+    result = load_history(config, uuid, time.time() - 24 * 3600, timeout=120)
+    history_load_s = time.monotonic() - began
+    print(f"history: {result.observations:,} of {written:,} observations of Mazak01 over 24 h loaded in "
+          f"{history_load_s:.2f} s ({result.records_read:,} records read, "
+          f"{sum(s.times.size for s in result.samples.values()):,} sample points, {len(result.timeline)} state bands)",
+          flush=True)
+
+    ensure_topics({"bootstrap.servers": bootstrap}, PREFIX)
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from desktop.core.settings import Settings
+    from desktop.ui.main_window import MainWindow
+    from desktop.ui.theme import apply_style
+
+    app = QApplication([sys.argv[0]])
+    apply_style(app)
+    settings = Settings(mode="remote", bootstrap_servers=bootstrap, topic_prefix=PREFIX)
+    window = MainWindow(settings, use_tray=False, history_seconds=5.0)
+    window.resize(1920, 1080)
+    window.show()
+    window.start()
+
+    report = temp_path / "generator.json"
+    total = options.warmup + options.seconds
+    generator = subprocess.Popen([sys.executable, __file__, "--generate", "--bootstrap", bootstrap,
+                                  "--devices", str(options.devices), "--rate", str(options.rate),
+                                  "--seconds", str(total), "--report", str(report)])
+    latencies: list[float] = []
+    rss: list[tuple[float, float]] = []
+    loads: list[float] = []
+    marks = {"start": time.monotonic(), "measure": None, "end": None, "records_at_measure": 0}
+    state = {"last": time.monotonic(), "detail": False}
+
+    def on_probe() -> None:
+        now = time.monotonic()
+        late = (now - state["last"]) * 1000 - 20
+        state["last"] = now
+        if marks["measure"] is not None:
+            latencies.append(max(0.0, late))
+
+    def on_second() -> None:
+        now = time.monotonic()
+        if not state["detail"] and window.state.machines:
+            from desktop.ui.views import first_spindle_machine
+
+            uuid_ = first_spindle_machine(window)
+            if uuid_ is not None:
+                window.open_detail(uuid_)
+                state["detail"] = True
+        if marks["measure"] is None and now - marks["start"] >= options.warmup:
+            marks["measure"] = now
+            marks["records_at_measure"] = window.state.observation_records
+            marks["cpu_at_measure"] = time.process_time()
+            print(f"measuring for {options.seconds:g} s…", flush=True)
+        if marks["measure"] is not None:
+            if int(now - marks["measure"]) % 5 == 0:
+                rss.append((now - marks["measure"], rss_mb()))
+                loads.append(os.getloadavg()[0])
+            if int(now - marks["measure"]) % 60 == 0 and now - marks["measure"] > 1:
+                print(f"  {now - marks['measure']:.0f} s: {window.state.observation_rate:,.0f} obs/s shown, "
+                      f"RSS {rss_mb():.0f} MB, load {os.getloadavg()[0]:.2f}, "
+                      f"p95 so far {percentile(latencies, 0.95):.1f} ms", flush=True)
+            if now - marks["measure"] >= options.seconds:
+                marks["end"] = now
+                marks["records_at_end"] = window.state.observation_records
+                marks["cpu_at_end"] = time.process_time()
+                window.shutdown(then=app.quit)
+
+    probe = QTimer()
+    probe.setInterval(20)
+    probe.timeout.connect(on_probe)
+    probe.start()
+    clock = QTimer()
+    clock.setInterval(1000)
+    clock.timeout.connect(on_second)
+    clock.start()
+    app.exec()
+    generator.wait(120)
+    generated = json.loads(report.read_text()) if report.exists() else {"rate": 0, "sent": 0}
+    measured = marks["end"] - marks["measure"]
+    consumed = (marks["records_at_end"] - marks["records_at_measure"]) / measured
+    cpu = (marks["cpu_at_end"] - marks["cpu_at_measure"]) / measured * 100
+    after_minute = next((value for at, value in rss if at >= 60), rss[0][1] if rss else 0.0)
+    peak = max((value for _, value in rss), default=rss_mb())
+    growth = (rss[-1][1] - after_minute) / after_minute * 100 if rss and after_minute else 0.0
+    print(f"generator: {generated['sent']:,} observations at {generated['rate']:,.0f} obs/s over {options.devices} devices")
+    print(f"app: consumed {consumed:,.0f} obs/s over {measured:.0f} s, app CPU {cpu:.0f} % of one core, "
+          f"load average (1 min) mean {sum(loads) / max(1, len(loads)):.2f} max {max(loads, default=0):.2f}")
+    print(f"event loop: {len(latencies):,} probe ticks, lateness p50 {percentile(latencies, 0.5):.1f} ms, "
+          f"p95 {percentile(latencies, 0.95):.1f} ms, max {max(latencies, default=0):.1f} ms")
+    print(f"memory: peak RSS {peak:.0f} MB, after the first minute {after_minute:.0f} MB, at the end "
+          f"{rss[-1][1] if rss else 0:.0f} MB")
+    print(f"BENCH desktop obs_per_s={consumed:.0f} loop_p95_ms={percentile(latencies, 0.95):.1f} "
+          f"loop_max_ms={max(latencies, default=0):.1f} rss_mb={peak:.0f} rss_growth_pct={growth:.1f} "
+          f"history_load_s={history_load_s:.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
