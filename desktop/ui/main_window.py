@@ -50,7 +50,7 @@ from desktop.core.machines import MachineStatus, worst
 from desktop.core.model import MonitorModel
 from desktop.core.monitor import ALARM_STATE_ORDER, MonitorCore, ViewUpdate
 from desktop.core.services import SERVICE_LABELS, SERVICE_NAMES, ServiceState
-from desktop.core.settings import Settings, save_settings
+from desktop.core.settings import Settings
 from desktop.core.viewstate import ViewState
 from desktop.ui.alarm_table import AlarmTable
 from desktop.ui.detail import DetailView

@@ -45,7 +45,7 @@ def status_color(status: MachineStatus) -> QColor:
 
 def status_icon(status: MachineStatus | None, size: int = 64) -> QIcon:
     """The app icon with a dot in the colour of `status` (the tray shows the worst state)."""
-    from PySide6.QtCore import QRectF, Qt
+    from PySide6.QtCore import QRectF
     from PySide6.QtGui import QPainter, QPen, QPixmap
 
     base = app_icon()

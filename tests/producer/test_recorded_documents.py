@@ -7,7 +7,6 @@ parse and XPath on local names), never from the parser under test.
 from __future__ import annotations
 
 import gzip
-import re
 from pathlib import Path
 
 import pytest

@@ -259,7 +259,7 @@ def test_agent_test_lists_the_devices_and_names_what_is_wrong(qtbot, styled_qapp
         assert page.agent_radio.isChecked()
         page.test_row.button.click()
         names = replay_device_names()
-        text = wait_for_test(qtbot, page.test_row, f"agent with {len(names)} devices: ", *names)
+        wait_for_test(qtbot, page.test_row, f"agent with {len(names)} devices: ", *names)
     finally:
         agent.stop()
 

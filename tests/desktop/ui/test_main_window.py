@@ -10,7 +10,6 @@ from PySide6.QtCore import Qt
 
 import recorded_nist as testing
 from desktop.core.batch import parse_timestamp
-from desktop.core.machines import MachineStatus
 
 MAZAK03_DAY = "Mazak03-20161116-20161117.txt"
 
