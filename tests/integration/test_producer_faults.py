@@ -678,9 +678,9 @@ def test_frozen_producer_loses_and_doubles_nothing_it_does_not_record(kafka_brok
     above pins exactly one), nor where they start: a producer that cannot keep up with this agent
     on a loaded machine falls behind its 3.5 s buffer before the freeze too, and those gaps are as
     legitimate. What must hold in every case: nothing is doubled, the recorded gaps are exactly the
-    sequences missing from Kafka and never overlap, the freeze itself cost observations (the agent
-    released more than its buffer and the socket can hold, so a gap must reach past the point
-    where the freeze began), and the producer follows the agent again afterwards."""
+    sequences missing from Kafka and never overlap, and the producer follows the agent again
+    afterwards. Whether the freeze itself cost observations (the agent released more than its
+    buffer and the socket can hold) is printed: on a loaded machine it sometimes does not."""
     bootstrap = kafka_broker.bootstrap
     agent = replay_agents(speed=FREEZE_SPEED, start_time="19:00:00", buffer_size=FREEZE_BUFFER)
     create_topics(bootstrap, topic_prefix)
@@ -724,11 +724,16 @@ def test_frozen_producer_loses_and_doubles_nothing_it_does_not_record(kafka_brok
     in_gaps = [s for g in gaps for s in range(g["first_missing"], g["last_missing"] + 1)]
     assert len(in_gaps) == len(set(in_gaps)), f"gaps overlap\n{context}"
     assert not_in_kafka == set(in_gaps), f"the gaps are not exactly what is missing\n{context}"
-    assert any(g["last_missing"] >= frozen_at for g in gaps), f"no gap reaches past the freeze\n{context}"
+    # Usually the freeze costs observations (a gap reaches past where it began). On a loaded
+    # machine the agent's writer may have queued the whole release before the freeze bit; then
+    # nothing may be missing at all - which the equality above has just checked. The exact gap of
+    # an overrun is pinned by the pause test.
+    freeze_cost = any(g["last_missing"] >= frozen_at for g in gaps)
     assert final["next_sequence"] > thawed_at + FREEZE_BUFFER and max(streamed) == final["next_sequence"] - 1, context
     before_freeze = [g for g in gaps if g["last_missing"] < frozen_at - FREEZE_BUFFER]
     print(f"freeze of {frozen_s:.1f} s: {len(gaps)} gap(s) ({len(before_freeze)} of them before the freeze), "
-          f"{len(in_gaps)} observations the agent could no longer serve")
+          f"{len(in_gaps)} observations the agent could no longer serve"
+          + ("" if freeze_cost else "; the freeze itself cost nothing: every observation delivered once"))
     assert code == 0, f"the producer exited with {code} on SIGTERM\n{producer_cli.tail()}"
 
 
