@@ -11,6 +11,7 @@ the test took from the broker.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -111,3 +112,36 @@ def read_offsets(bootstrap: str, topic: str, partition: int, start: int, end: in
                     return messages
     finally:
         consumer.close()
+
+
+class CheckpointTail:
+    """Tails the committed checkpoints topic: the latest next_sequence of every agent.
+
+    `through_broker_loss`: a broker that goes away is not an error (the consumer moves to the
+    partitions' new leaders by itself); otherwise any consumer error fails the test.
+    """
+
+    def __init__(self, bootstrap: str, prefix: str, through_broker_loss: bool = False):
+        from confluent_kafka import OFFSET_BEGINNING
+
+        topic = wire.topic_name(wire.CHECKPOINTS, prefix)
+        self._through_broker_loss = through_broker_loss
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watch-{prefix}",
+                                   "isolation.level": "read_committed", "enable.auto.commit": False})
+        metadata = self._consumer.list_topics(topic, timeout=30)
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.topics[topic].partitions])
+        self.latest: dict[str, int] = {}
+
+    def poll(self) -> dict[str, int]:
+        for message in self._consumer.consume(num_messages=5000, timeout=0.2):
+            error = message.error()
+            if error is not None:
+                if self._through_broker_loss and (error.retriable() or error.code() < 0):
+                    continue
+                raise KafkaException(error)
+            value = json.loads(message.value())
+            self.latest[value["agent"]] = value["next_sequence"]
+        return self.latest
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 from lxml import etree
 
@@ -38,6 +38,7 @@ from producer import wire
 from producer.__main__ import main as producer_main
 from producer.broker import BrokerError, LocalBroker, LocalCluster
 from producer.topics import ensure_topics, read_to_end
+from kafka_readers import CheckpointTail
 from producer_process import ProducerProcess
 from repo_paths import REPO_ROOT
 
@@ -128,26 +129,11 @@ def served(url: str, end: int) -> dict[int, tuple[str, str]]:
     return result
 
 
-class Checkpoints:
+class Checkpoints(CheckpointTail):
     """Tails the committed checkpoints: every agent's latest next_sequence."""
 
     def __init__(self, bootstrap: str, prefix: str):
-        topic = wire.topic_name(wire.CHECKPOINTS, prefix)
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watch-{prefix}",
-                                   "isolation.level": "read_committed", "enable.auto.commit": False})
-        metadata = self._consumer.list_topics(topic, timeout=30)
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.topics[topic].partitions])
-        self.latest: dict[str, int] = {}
-
-    def poll(self) -> dict[str, int]:
-        for message in self._consumer.consume(num_messages=5000, timeout=0.2):
-            if message.error() is not None:
-                if message.error().retriable() or message.error().code() < 0:
-                    continue  # a broker went away: the consumer moves to the new leader by itself
-                raise KafkaException(message.error())
-            value = json.loads(message.value())
-            self.latest[value["agent"]] = value["next_sequence"]
-        return self.latest
+        super().__init__(bootstrap, prefix, through_broker_loss=True)
 
     def wait_all_beyond(self, floor: dict[str, int], by: int, timeout: float, what: str, producer) -> float:
         """Seconds until every agent's checkpoint is `by` past `floor`; the producer must stay up."""
@@ -159,8 +145,6 @@ class Checkpoints:
                 raise AssertionError(f"not within {timeout:.0f} s: {what}; behind: {behind}\n{producer.tail(40)}")
         return time.monotonic() - started
 
-    def close(self) -> None:
-        self._consumer.close()
 
 
 class FeedThread:

@@ -26,11 +26,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Producer
 from lxml import etree
 
 from producer import wire
 from producer.topics import ensure_topics, read_to_end
+from kafka_readers import CheckpointTail
 from producer_process import ProducerProcess
 from repo_paths import REPO_ROOT
 
@@ -127,24 +128,8 @@ def seed_checkpoints(bootstrap: str, prefix: str, instances: dict[str, int]) -> 
     assert producer.flush(30) == 0
 
 
-class Checkpoints:
+class Checkpoints(CheckpointTail):
     """Tails the committed checkpoints topic: the latest next_sequence of every agent."""
-
-    def __init__(self, bootstrap: str, prefix: str):
-        topic = wire.topic_name(wire.CHECKPOINTS, prefix)
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watch-{prefix}",
-                                   "isolation.level": "read_committed", "enable.auto.commit": False})
-        metadata = self._consumer.list_topics(topic, timeout=30)
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.topics[topic].partitions])
-        self.latest: dict[str, int] = {}
-
-    def poll(self) -> dict[str, int]:
-        for message in self._consumer.consume(num_messages=5000, timeout=0.2):
-            if message.error() is not None:
-                raise KafkaException(message.error())
-            value = json.loads(message.value())
-            self.latest[value["agent"]] = value["next_sequence"]
-        return self.latest
 
     def wait(self, condition, timeout: float, what: str, processes=()) -> float:
         """Seconds until `condition(latest)` held."""
@@ -157,8 +142,6 @@ class Checkpoints:
                                      + "\n".join(p.tail(30) for p in processes))
         return time.monotonic() - started
 
-    def close(self) -> None:
-        self._consumer.close()
 
 
 def owned_partitions(process: ProducerProcess) -> set[int]:
