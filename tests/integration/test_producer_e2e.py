@@ -241,6 +241,10 @@ def test_device_models_and_agent_status_are_published(kafka_broker, topic_prefix
         agent_url = agent.url
         with running_service(kafka_broker.bootstrap, topic_prefix, [agent.url]) as (service, _runner):
             _wait_for(lambda: service.published > 0, 120, "the service's first published batch")
+            # "connected" is written in its own transaction right after the first batch: read while
+            # the service runs, not only after it stopped (a stop may come between the two).
+            _wait_for(lambda: any(s["state"] == "connected" for s in read_values(
+                kafka_broker.bootstrap, topic_prefix + wire.AGENT_STATUS)), 60, "the agent's connected status", step=0.5)
     devices = latest_by_key(kafka_broker.bootstrap, topic_prefix + wire.DEVICES)
     assert sorted(d["device_name"] for d in devices.values()) == [
         "GFAgie01", "Hurco01", "Hurco02", "Hurco03", "Hurco04", "Hurco06", "Mazak01", "Mazak03"]
