@@ -40,6 +40,7 @@ from producer.broker import BrokerError, LocalBroker, LocalCluster
 from producer.topics import ensure_topics, read_to_end
 from kafka_readers import CheckpointTail
 from producer_process import ProducerProcess
+from simulator_process import Simulator as SimulatorProcess
 from repo_paths import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -77,33 +78,11 @@ def cluster_dir(tmp_path):
             os.kill(pid, signal.SIGKILL)
 
 
-class Simulator:
-    """`python -m producer simulate`: AGENTS recorded-machine agents over HTTP, one process."""
+class Simulator(SimulatorProcess):
+    """AGENTS recorded-machine agents over HTTP, one process."""
 
     def __init__(self, tmp_path: Path):
-        self.urls_file = tmp_path / "agents.json"
-        self.log_path = tmp_path / "simulator.log"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "producer", "simulate", "--agents", str(AGENTS), "--rate", str(RATE),
-                 "--buffer", "20000", "--urls-file", str(self.urls_file)],
-                cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        deadline = time.monotonic() + 60
-        while not self.urls_file.exists():
-            assert self.process.poll() is None, f"the simulator exited\n{self.log_path.read_text()}"
-            assert time.monotonic() < deadline, "the simulator did not start within 60 s"
-            time.sleep(0.1)
-        self.urls: list[str] = json.loads(self.urls_file.read_text())
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        super().__init__(tmp_path, AGENTS, RATE, [20000])
 
 
 def _header(root):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import re
 import signal
 import subprocess
@@ -33,6 +32,7 @@ from producer import wire
 from producer.topics import ensure_topics, read_to_end
 from kafka_readers import CheckpointTail
 from producer_process import ProducerProcess
+from simulator_process import Simulator as SimulatorProcess
 from repo_paths import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -44,36 +44,12 @@ SESSION_TIMEOUT_S = 10  # the producers' default group session timeout
 GROUP = "plant"
 
 
-class Simulator:
-    """`python -m producer simulate` as a subprocess."""
+class Simulator(SimulatorProcess):
+    """Agents with the given buffer sizes (in turn), their state in a file the test reads."""
 
     def __init__(self, tmp_path: Path, agents: int, buffers: list[int]):
-        self.urls_file = tmp_path / "agents.json"
         self.state_file = tmp_path / "agents-state.json"
-        self.log_path = tmp_path / "simulator.log"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "producer", "simulate", "--agents", str(agents), "--rate", "20",
-                 "--buffer", ",".join(map(str, buffers)), "--urls-file", str(self.urls_file),
-                 "--state-file", str(self.state_file)],
-                cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        deadline = time.monotonic() + 60
-        while not self.urls_file.exists():
-            assert self.process.poll() is None, f"the simulator exited\n{self.log_path.read_text()}"
-            assert time.monotonic() < deadline, "the simulator did not start within 60 s"
-            time.sleep(0.1)
-        self.urls: list[str] = json.loads(self.urls_file.read_text())
-        self.buffers = {url: buffers[i % len(buffers)] for i, url in enumerate(self.urls)}
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        super().__init__(tmp_path, agents, 20, buffers, "--state-file", str(self.state_file))
 
 
 def instance_id(url: str) -> int:
