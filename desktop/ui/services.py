@@ -24,6 +24,7 @@ Every child gets this process's pid in its environment: the launcher it runs thr
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -37,6 +38,8 @@ from desktop.core import services as contract
 from desktop.core.instance import ServiceLock, read_replay_position, replay_position, write_replay_position
 from desktop.core.services import BROKER, PRODUCER, REPLAY, LineReader, ServiceState
 from desktop.core.settings import REPLAY_AGENT
+
+_log = logging.getLogger(__name__)
 
 CommandBuilder = Callable[[Sequence[str]], tuple[str, list[str]]]
 
@@ -619,8 +622,10 @@ class LocalServices(QObject):
 def _write_quietly(path: Path, position: str) -> None:
     try:
         write_replay_position(path, position)
-    except OSError:
-        pass  # only a convenience: the next start falls back to the default time
+    except OSError as error:
+        # Only a convenience (the next start falls back to the default time), so it is logged,
+        # not shown: the replay itself is unaffected.
+        _log.warning("replay position not saved to %s: %s", path, error)
 
 
 def _shorten(text: str, limit: int = 80) -> str:
