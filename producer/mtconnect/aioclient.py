@@ -98,13 +98,14 @@ def ssl_setting(verify: bool | str) -> Any:
 class AsyncAgentClient:
     """One agent's REST endpoints over a shared `aiohttp.ClientSession`.
 
-    `timeout` is (connect, request) seconds; `stream_idle_s` the longest a stream may go
+    `timeout` is (connect, request) seconds (connect may be a callable giving the seconds at
+    each connect); `stream_idle_s` the longest a stream may go
     without a part or heartbeat. `pending_parts` tells, after each streamed part, how many
     more complete parts had already arrived with it (a stream that has fallen behind).
     """
 
     def __init__(self, base_url: str, session: aiohttp.ClientSession, *, verify: bool | str = True,
-                 timeout: tuple[float, float] = DEFAULT_TIMEOUT, stream_idle_s: float | None = None,
+                 timeout: tuple[float | Callable[[], float], float] = DEFAULT_TIMEOUT, stream_idle_s: float | None = None,
                  parse_executor: Executor | None = None):
         self.base_url = base_url.rstrip("/")
         self.session = session
@@ -119,6 +120,12 @@ class AsyncAgentClient:
     @property
     def _request_s(self) -> float:
         return self.timeout[1]
+
+    @property
+    def _connect_s(self) -> float:
+        # The engine passes a callable: the connect timeout grows with the loop's recent lag.
+        connect = self.timeout[0]
+        return connect() if callable(connect) else connect
 
     def _idle_s(self) -> float:
         return self.stream_idle_s if self.stream_idle_s is not None else MIN_STREAM_IDLE_S
@@ -145,7 +152,7 @@ class AsyncAgentClient:
             try:
                 response = await self.session.get(url, params=params, allow_redirects=False, ssl=self._ssl,
                                                   timeout=aiohttp.ClientTimeout(total=None,
-                                                                                sock_connect=self.timeout[0]))
+                                                                                sock_connect=self._connect_s))
             except aiohttp.ClientConnectorCertificateError as exc:
                 verify_error = _certificate_error(exc.certificate_error) or str(exc.certificate_error)
                 raise AgentUnreachable(
