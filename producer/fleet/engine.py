@@ -80,6 +80,7 @@ class FleetEngine:
         self._lags: list[tuple[float, float]] = []  # (loop time, lag) of the last CALM_WINDOW_S
         self.widen = 1  # how many times wider than `max_parts_per_s` alone asks for
         self._widened_at = -1e9
+        self._lag_due: float | None = None  # when the lag watcher is due to wake
         self.published = 0
         self.started_at: dict[str, float] = {}
 
@@ -109,6 +110,7 @@ class FleetEngine:
         the recent lags that widen or narrow the streams' intervals (`adjust_widen`)."""
         while True:
             started = self.loop.time()
+            self._lag_due = started + 0.25
             await asyncio.sleep(0.25)
             now = self.loop.time()
             self.note_lag(now, max(0.0, now - started - 0.25))
@@ -145,6 +147,13 @@ class FleetEngine:
 
     def connect_timeout_s(self) -> float:
         return CONNECT_TIMEOUT_S + self.recent_lag_s()
+
+    def lateness_s(self) -> float:
+        """How late the loop runs now: the recent lags, or, in the middle of a stall, how
+        overdue the lag watcher itself is (its wake-up waits behind the same backlog)."""
+        due = self._lag_due
+        overdue = self.loop.time() - due if due is not None else 0.0
+        return max(overdue, self.recent_lag_s())
 
     def take_max_lag(self) -> float:
         lag, self.max_lag_s = self.max_lag_s, 0.0
@@ -289,7 +298,8 @@ class FleetEngine:
         follower_settings = FollowerSettings(self.config, settings)
         client = AsyncAgentClient(agent, self._session, verify=follower_settings.verify_tls,
                                   timeout=(self.connect_timeout_s, follower_settings.http_timeout_s),
-                                  stream_idle_s=follower_settings.stream_idle_s, parse_executor=self._executor)
+                                  stream_idle_s=follower_settings.stream_idle_s, parse_executor=self._executor,
+                                  loop_lateness_s=self.lateness_s)
         follower = AgentFollower(agent, follower_settings, lane, client, base_interval_ms=self.base_interval_ms,
                                  setup=self._setup)
         self.followers[agent] = follower
