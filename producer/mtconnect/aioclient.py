@@ -184,16 +184,17 @@ class AsyncAgentClient:
 
     async def _connect_get(self, url: str, params: dict | None) -> aiohttp.ClientResponse:
         """GET `url`: a connect that timed out while the loop ran late is tried again."""
-        for attempt in range(LATE_RETRIES + 1):
+        retries = LATE_RETRIES
+        while True:
             try:
                 return await self.session.get(url, params=params, allow_redirects=False, ssl=self._ssl,
                                               timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_s))
             except aiohttp.ConnectionTimeoutError:
-                if attempt == LATE_RETRIES or self._lateness() < LATE_S:
+                if not self._late(retries):
                     raise
+                retries -= 1
                 log.info("agent=%s event=connect_retried lateness_s=%.1f (the loop, not the agent, was late)",
                          self.base_url, self._lateness())
-        raise AssertionError("unreachable")
 
     def _late(self, retries_left: int) -> bool:
         """Whether a wait that just timed out is to be granted again (the loop ran late)."""
