@@ -218,8 +218,12 @@ def run(broker: LocalBroker, agents: int, work: Path) -> dict:
         (t0, p0, b0, s0, state0, load0), (t1, p1, b1, s1, state1, load1) = marks["start"], marks["end"]
         offered = sum(b["next_sequence"] for b in state1) - sum(a["next_sequence"] for a in state0)
         elapsed = t1 - t0
-        lines = [line for line in producer_log.read_text(errors="replace").splitlines()
-                 if "event=catch_up" in line]
+        log_lines = producer_log.read_text(errors="replace").splitlines()
+        lines = [line for line in log_lines if "event=catch_up" in line]
+        # The streams' interval the producer settled on (it widens them while its loop runs late).
+        widened = [line for line in log_lines if "event=stream_intervals" in line]
+        interval_ms = (int(widened[-1].split("interval_ms=")[1].split()[0]) if widened
+                       else max(100, -(-1000 * agents // 2000)))
         code = stop(producer)
         producer = None
         return {
@@ -234,6 +238,10 @@ def run(broker: LocalBroker, agents: int, work: Path) -> dict:
             "start_s": start_s if start_s is not None else float("nan"),
             "followed": len(followed),
             "producer_cores": (p1 - p0) / elapsed,
+            # CPU per unit of work: comparable between runs on a loaded and an idle machine.
+            "producer_us_per_obs": (p1 - p0) / elapsed / max(committed / WINDOW_S, 1) * 1e6,
+            "simulator_us_per_obs": (s1 - s0) / elapsed / max(offered / elapsed, 1) * 1e6,
+            "interval_ms": interval_ms,
             "broker_cores": (b1 - b0) / elapsed,
             "simulator_cores": (s1 - s0) / elapsed,
             "load": f"{load0[0]:.2f} -> {load1[0]:.2f}",
@@ -277,12 +285,14 @@ def main() -> int:
             broker.stop()
     log("")
     log("| agents | offered obs/s | committed obs/s | p50 ms | p99 ms | max ms | threads | peak RSS MB | start s "
-        "| followed | producer cores | broker cores | simulator cores | load (1 min) |")
-    log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        "| followed | producer cores | producer CPU µs/obs | broker cores | simulator cores | simulator CPU µs/obs "
+        "| stream interval ms | load (1 min) |")
+    log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         log(f"| {r['agents']} | {r['offered']:,.0f} | {r['committed']:,.0f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
             f"{r['max_ms']:.0f} | {r['threads']} | {r['rss_mb']:.0f} | {r['start_s']:.1f} | {r['followed']} | "
-            f"{r['producer_cores']:.2f} | {r['broker_cores']:.2f} | {r['simulator_cores']:.2f} | {r['load']} |")
+            f"{r['producer_cores']:.2f} | {r['producer_us_per_obs']:.0f} | {r['broker_cores']:.2f} | "
+            f"{r['simulator_cores']:.2f} | {r['simulator_us_per_obs']:.0f} | {r['interval_ms']} | {r['load']} |")
     log(f"load average at end (1/5/15 min): {loadavg()}")
     largest = max(results, key=lambda r: r["agents"])
     ok = (largest["committed"] >= 0.98 * largest["offered"] and largest["p99_ms"] <= 1000
@@ -292,7 +302,8 @@ def main() -> int:
         f"followed within 30 s): {'met' if ok else 'NOT met'}; duplicates {sum(r['duplicates'] for r in results)}")
     log(f"BENCH fleet agents={largest['agents']} offered_obs_per_s={largest['offered']:.0f} "
         f"committed_obs_per_s={largest['committed']:.0f} latency_p99_ms={largest['p99_ms']:.0f} "
-        f"rss_mb={largest['rss_mb']:.0f} threads={largest['threads']} start_s={largest['start_s']:.1f}")
+        f"rss_mb={largest['rss_mb']:.0f} threads={largest['threads']} start_s={largest['start_s']:.1f} "
+        f"producer_us_per_obs={largest['producer_us_per_obs']:.0f}")
     return 0
 
 

@@ -31,6 +31,20 @@ log = logging.getLogger("producer.service")
 # Followers connecting (probe, current) at the same time.
 SETUP_CONCURRENCY = 32
 SWITCH_INTERVAL_S = 0.0005
+# A connect is given this long plus however late the loop has been running lately: a busy loop
+# that notices a finished connect seconds late must not call a healthy agent unreachable.
+CONNECT_TIMEOUT_S = 5.0
+# The loop's lag decides how wide the streams' intervals are. A loop that lost `BUSY_SHARE` of
+# the last `LAG_WINDOW_S` to lateness has more parts to read than time (one pause, e.g. a
+# garbage collection, is not enough): every interval is doubled (up to `MAX_WIDEN`x, at most
+# every `WIDEN_EVERY_S`, so the reopened streams can show their effect); `CALM_WINDOW_S` with
+# the worst lag below `CALM_LAG_S` halves it again.
+LAG_WINDOW_S = 5.0
+BUSY_SHARE = 0.2
+CALM_LAG_S = 0.1
+CALM_WINDOW_S = 60.0
+WIDEN_EVERY_S = 15.0
+MAX_WIDEN = 4
 
 
 def raise_open_file_limit(wanted: int) -> int:
@@ -63,6 +77,10 @@ class FleetEngine:
         self._setup: asyncio.Semaphore | None = None
         self._lag_task: asyncio.Task | None = None
         self.max_lag_s = 0.0
+        self._lags: list[tuple[float, float]] = []  # (loop time, lag) of the last CALM_WINDOW_S
+        self.widen = 1  # how many times wider than `max_parts_per_s` alone asks for
+        self._widened_at = -1e9
+        self._lag_due: float | None = None  # when the lag watcher is due to wake
         self.published = 0
         self.started_at: dict[str, float] = {}
 
@@ -88,11 +106,54 @@ class FleetEngine:
         self._lag_task = self.loop.create_task(self._watch_lag())
 
     async def _watch_lag(self) -> None:
-        """How late the loop runs what is due: the worst lag since the last progress line."""
+        """How late the loop runs what is due: the worst lag since the last progress line, and
+        the recent lags that widen or narrow the streams' intervals (`adjust_widen`)."""
         while True:
             started = self.loop.time()
+            self._lag_due = started + 0.25
             await asyncio.sleep(0.25)
-            self.max_lag_s = max(self.max_lag_s, self.loop.time() - started - 0.25)
+            now = self.loop.time()
+            self.note_lag(now, max(0.0, now - started - 0.25))
+
+    def note_lag(self, now: float, lag: float) -> None:
+        """Record one lag measurement (loop time `now`) and widen or narrow the intervals."""
+        self.max_lag_s = max(self.max_lag_s, lag)
+        self._lags.append((now, lag))
+        while self._lags and self._lags[0][0] < now - CALM_WINDOW_S:
+            del self._lags[0]
+        self.adjust_widen(now)
+
+    def recent_lag_s(self, window_s: float = LAG_WINDOW_S, now: float | None = None) -> float:
+        """The worst lag of the loop over the last `window_s` seconds."""
+        since = (self.loop.time() if now is None else now) - window_s
+        return max((lag for at, lag in self._lags if at >= since), default=0.0)
+
+    def adjust_widen(self, now: float) -> None:
+        if now - self._widened_at < WIDEN_EVERY_S or not self._lags or self._lags[0][0] > now - LAG_WINDOW_S:
+            return
+        late_s = sum(lag for at, lag in self._lags if at >= now - LAG_WINDOW_S)
+        if self.widen < MAX_WIDEN and late_s >= BUSY_SHARE * LAG_WINDOW_S:
+            self.widen *= 2
+            why = "the loop runs late: fewer, fuller parts"
+        elif (self.widen > 1 and self._lags and self._lags[0][0] <= now - CALM_WINDOW_S + 1.0
+              and self.recent_lag_s(CALM_WINDOW_S, now) < CALM_LAG_S):
+            self.widen //= 2
+            why = "the loop keeps up again"
+        else:
+            return
+        self._widened_at = now
+        log.info("event=stream_intervals widen=%d interval_ms=%d lag_ms=%.0f (%s)", self.widen,
+                 self.base_interval_ms(), 1000 * self.recent_lag_s(now=now), why)
+
+    def connect_timeout_s(self) -> float:
+        return CONNECT_TIMEOUT_S + self.recent_lag_s()
+
+    def lateness_s(self) -> float:
+        """How late the loop runs now: the recent lags, or, in the middle of a stall, how
+        overdue the lag watcher itself is (its wake-up waits behind the same backlog)."""
+        due = self._lag_due
+        overdue = self.loop.time() - due if due is not None else 0.0
+        return max(overdue, self.recent_lag_s())
 
     def take_max_lag(self) -> float:
         lag, self.max_lag_s = self.max_lag_s, 0.0
@@ -101,8 +162,12 @@ class FleetEngine:
     def base_interval_ms(self) -> int:
         """The shortest stream interval worth asking for with this many agents: at most
         `max_parts_per_s` parts per second for the whole process (each part costs a read and a
-        parse whatever it holds), so more agents get fewer, fuller parts."""
-        return -(-1000 * len(self.followers) // self.config.max_parts_per_s)
+        parse whatever it holds), so more agents get fewer, fuller parts. While the loop runs
+        late, `widen` times that (or times the configured interval, if that is longer)."""
+        fleet_ms = -(-1000 * len(self.followers) // self.config.max_parts_per_s)
+        if self.widen == 1:
+            return fleet_ms
+        return self.widen * max(fleet_ms, self.config.interval_ms)
 
     @property
     def alive(self) -> bool:
@@ -232,8 +297,9 @@ class FleetEngine:
             return
         follower_settings = FollowerSettings(self.config, settings)
         client = AsyncAgentClient(agent, self._session, verify=follower_settings.verify_tls,
-                                  timeout=(5.0, follower_settings.http_timeout_s),
-                                  stream_idle_s=follower_settings.stream_idle_s, parse_executor=self._executor)
+                                  timeout=(self.connect_timeout_s, follower_settings.http_timeout_s),
+                                  stream_idle_s=follower_settings.stream_idle_s, parse_executor=self._executor,
+                                  loop_lateness_s=self.lateness_s)
         follower = AgentFollower(agent, follower_settings, lane, client, base_interval_ms=self.base_interval_ms,
                                  setup=self._setup)
         self.followers[agent] = follower

@@ -69,9 +69,38 @@ class _Machine:
             tag = _tag(item.element_tag)
             self.templates[item.index] = (key, slot, attributes, tag)
         self.records = [record for record in recording.records if record.item in self.templates]
+        # (item, record index or -1) -> (component key, slot, element start, rest of the element):
+        # the same few hundred recorded values recur in every part of every agent of this machine,
+        # so each is rendered once and only the sequence and timestamp are filled in per observation.
+        self._parts: dict[tuple[int, int], tuple[tuple[str, str, str], int, str, str]] = {}
         root = etree.fromstring(data.devices_xml, etree.XMLParser(resolve_entities=False, no_network=True))
         self.device_element = next(e for e in root.iter(f"{{{DEVICES_NS}}}Device") if e.get("uuid") == device.uuid)
         self.devices_root = root
+
+
+    def fragment_parts(self, item: int, record_index: int) -> tuple[tuple[str, str, str], int, str, str]:
+        cached = self._parts.get((item, record_index))
+        if cached is None:
+            cached = self._parts[(item, record_index)] = self._render_parts(item, record_index)
+        return cached
+
+    def _render_parts(self, item: int, record_index: int) -> tuple[tuple[str, str, str], int, str, str]:
+        key, slot, attributes, tag = self.templates[item]
+        if record_index < 0:
+            if slot == 2:
+                return key, slot, f"<Unavailable {attributes}", "/>"
+            return key, slot, f"<{tag} {attributes}", f">UNAVAILABLE</{tag}>"
+        record = self.records[record_index]
+        if slot == 2:
+            level = _LEVEL_TAGS.get(record.level or "NORMAL", "Normal")
+            extra = "".join(f" {name}={quoteattr(value)}" for name, value in (
+                ("nativeCode", record.native_code), ("nativeSeverity", record.native_severity),
+                ("qualifier", record.qualifier)) if value)
+            text = escape(record.value) if record.value and record.value != "UNAVAILABLE" else ""
+            if text:
+                return key, slot, f"<{level} {attributes}", f"{extra}>{text}</{level}>"
+            return key, slot, f"<{level} {attributes}", f"{extra}/>"
+        return key, slot, f"<{tag} {attributes}", f">{escape(record.value)}</{tag}>"
 
 
 class SimulatedAgent:
@@ -85,8 +114,8 @@ class SimulatedAgent:
         self.instance_id = random.randint(1_000_000, 2_000_000_000)
         self.port = 0
         self.server: asyncio.AbstractServer | None = None
-        # (item index, record index or -1 for UNAVAILABLE, epoch seconds); sequence = base + list index.
-        self._observations: list[tuple[int, int, float]] = []
+        # (item index, record index or -1 for UNAVAILABLE, timestamp text); sequence = base + list index.
+        self._observations: list[tuple[int, int, str]] = []
         self._base = 1
         self.next_sequence = 1
         self._latest: dict[int, int] = {}  # item index -> sequence of its latest observation
@@ -94,8 +123,9 @@ class SimulatedAgent:
         self._owed = 0.0
         self.streams = 0
         now = time.time()
+        stamp = format_timestamp(now)
         for item in machine.items:
-            self._append(item.index, -1, now)
+            self._append(item.index, -1, stamp)
         self._probe = self._devices_document()
 
     @property
@@ -106,8 +136,8 @@ class SimulatedAgent:
     def first_sequence(self) -> int:
         return max(self._base, self.next_sequence - self.buffer_size)
 
-    def _append(self, item: int, record: int, epoch: float) -> None:
-        self._observations.append((item, record, epoch))
+    def _append(self, item: int, record: int, stamp: str) -> None:
+        self._observations.append((item, record, stamp))
         self._latest[item] = self.next_sequence
         self.next_sequence += 1
         if len(self._observations) >= 2 * self.buffer_size:
@@ -115,17 +145,17 @@ class SimulatedAgent:
             del self._observations[:drop]
             self._base += drop
 
-    def generate(self, elapsed_s: float, now: float) -> None:
-        """The observations due after `elapsed_s` more seconds, stamped `now`."""
+    def generate(self, elapsed_s: float, stamp: str) -> None:
+        """The observations due after `elapsed_s` more seconds, stamped `stamp` (the tick's moment)."""
         records = self.machine.records
         if not records:
             return
         self._owed += self.rate * elapsed_s
         while self._owed >= 1.0:
             self._owed -= 1.0
-            record = records[self._record]
-            self._append(record.item, self._record, now)
-            self._record = (self._record + 1) % len(records)
+            record = self._record
+            self._append(records[record].item, record, stamp)
+            self._record = (record + 1) % len(records)
 
     # -- documents
 
@@ -152,24 +182,9 @@ class SimulatedAgent:
                 f'<Errors><Error errorCode="{code}">{escape(message)}</Error></Errors></MTConnectError>').encode()
 
     def _fragment(self, sequence: int, entry: tuple[int, int, float]) -> tuple[tuple[str, str, str], int, str]:
-        item, record_index, epoch = entry
-        key, slot, attributes, tag = self.machine.templates[item]
-        stamp = format_timestamp(epoch)
-        if record_index < 0:
-            if slot == 2:
-                return key, slot, f'<Unavailable {attributes} sequence="{sequence}" timestamp="{stamp}"/>'
-            return key, slot, f'<{tag} {attributes} sequence="{sequence}" timestamp="{stamp}">UNAVAILABLE</{tag}>'
-        record = self.machine.records[record_index]
-        if slot == 2:
-            level = _LEVEL_TAGS.get(record.level or "NORMAL", "Normal")
-            extra = "".join(f" {name}={quoteattr(value)}" for name, value in (
-                ("nativeCode", record.native_code), ("nativeSeverity", record.native_severity),
-                ("qualifier", record.qualifier)) if value)
-            text = escape(record.value) if record.value and record.value != "UNAVAILABLE" else ""
-            if text:
-                return key, slot, f'<{level} {attributes} sequence="{sequence}" timestamp="{stamp}"{extra}>{text}</{level}>'
-            return key, slot, f'<{level} {attributes} sequence="{sequence}" timestamp="{stamp}"{extra}/>'
-        return key, slot, f'<{tag} {attributes} sequence="{sequence}" timestamp="{stamp}">{escape(record.value)}</{tag}>'
+        item, record_index, stamp = entry
+        key, slot, head, tail = self.machine.fragment_parts(item, record_index)
+        return key, slot, f'{head} sequence="{sequence}" timestamp="{stamp}"{tail}'
 
     def _streams_document(self, sequences: Sequence[int], next_sequence: int) -> bytes:
         components: dict[tuple[str, str, str], tuple[list, list, list]] = {}
@@ -328,9 +343,10 @@ class FleetSimulator:
             await asyncio.sleep(self.tick_s)
             now_monotonic = time.monotonic()
             elapsed, last = now_monotonic - last, now_monotonic
-            now = time.time()
+            # One stamp for the whole tick, formatted once for every agent.
+            stamp = format_timestamp(time.time())
             for agent in self.agents:
-                agent.generate(elapsed, now)
+                agent.generate(elapsed, stamp)
 
     async def stop(self) -> None:
         self.closing = True

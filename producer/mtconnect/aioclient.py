@@ -64,6 +64,9 @@ log = logging.getLogger("producer.mtconnect.client")
 INLINE_PARSE_BYTES = 128 * 1024
 # One read from a stream takes at most this much of what has arrived.
 STREAM_READ_BYTES = 256 * 1024
+# A timeout that fires while the loop runs at least this late is granted again, this many times.
+LATE_S = 1.0
+LATE_RETRIES = 3
 _REDIRECTS = (301, 302, 303, 307, 308)
 _HEADERS = {"Accept": "application/xml, text/xml", "Accept-Encoding": "gzip, deflate"}
 
@@ -98,15 +101,21 @@ def ssl_setting(verify: bool | str) -> Any:
 class AsyncAgentClient:
     """One agent's REST endpoints over a shared `aiohttp.ClientSession`.
 
-    `timeout` is (connect, request) seconds; `stream_idle_s` the longest a stream may go
+    `timeout` is (connect, request) seconds (connect may be a callable giving the seconds at
+    each connect); a timeout that fires while the loop runs late (`loop_lateness_s`, from the
+    engine) is granted once more, up to `LATE_RETRIES` times; `stream_idle_s` the longest a stream may go
     without a part or heartbeat. `pending_parts` tells, after each streamed part, how many
     more complete parts had already arrived with it (a stream that has fallen behind).
     """
 
     def __init__(self, base_url: str, session: aiohttp.ClientSession, *, verify: bool | str = True,
-                 timeout: tuple[float, float] = DEFAULT_TIMEOUT, stream_idle_s: float | None = None,
-                 parse_executor: Executor | None = None):
+                 timeout: tuple[float | Callable[[], float], float] = DEFAULT_TIMEOUT, stream_idle_s: float | None = None,
+                 parse_executor: Executor | None = None, loop_lateness_s: Callable[[], float] | None = None):
         self.base_url = base_url.rstrip("/")
+        # How late the event loop runs now (the engine measures it). A timeout that fires while
+        # the loop is this late may be the loop's, not the agent's: the answer can be waiting in
+        # the socket, unread. Such a wait is granted again instead of failing the agent.
+        self._lateness = loop_lateness_s or _PUNCTUAL
         self.session = session
         self._ssl = ssl_setting(verify)
         self.timeout = timeout
@@ -119,6 +128,12 @@ class AsyncAgentClient:
     @property
     def _request_s(self) -> float:
         return self.timeout[1]
+
+    @property
+    def _connect_s(self) -> float:
+        # The engine passes a callable: the connect timeout grows with the loop's recent lag.
+        connect = self.timeout[0]
+        return connect() if callable(connect) else connect
 
     def _idle_s(self) -> float:
         return self.stream_idle_s if self.stream_idle_s is not None else MIN_STREAM_IDLE_S
@@ -143,9 +158,7 @@ class AsyncAgentClient:
         url = f"{self.base_url}/{path}"
         for _ in range(http.MAX_REDIRECTS + 1):
             try:
-                response = await self.session.get(url, params=params, allow_redirects=False, ssl=self._ssl,
-                                                  timeout=aiohttp.ClientTimeout(total=None,
-                                                                                sock_connect=self.timeout[0]))
+                response = await self._connect_get(url, params)
             except aiohttp.ClientConnectorCertificateError as exc:
                 verify_error = _certificate_error(exc.certificate_error) or str(exc.certificate_error)
                 raise AgentUnreachable(
@@ -168,6 +181,24 @@ class AsyncAgentClient:
                     f"(configure the agent's own address)")
             url, params = target, None
         raise AgentUnreachable(f"{self.base_url}/{path}: more than {http.MAX_REDIRECTS} redirects")
+
+    async def _connect_get(self, url: str, params: dict | None) -> aiohttp.ClientResponse:
+        """GET `url`: a connect that timed out while the loop ran late is tried again."""
+        retries = LATE_RETRIES
+        while True:
+            try:
+                return await self.session.get(url, params=params, allow_redirects=False, ssl=self._ssl,
+                                              timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_s))
+            except aiohttp.ConnectionTimeoutError:
+                if not self._late(retries):
+                    raise
+                retries -= 1
+                log.info("agent=%s event=connect_retried lateness_s=%.1f (the loop, not the agent, was late)",
+                         self.base_url, self._lateness())
+
+    def _late(self, retries_left: int) -> bool:
+        """Whether a wait that just timed out is to be granted again (the loop ran late)."""
+        return retries_left > 0 and self._lateness() >= LATE_S
 
     async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
         url = str(response.url)
@@ -212,15 +243,19 @@ class AsyncAgentClient:
 
     async def _document(self, path: str, params: dict | None = None) -> bytes:
         url = f"{self.base_url}/{path}"
-        try:
-            async with asyncio.timeout(self._request_s):
-                response = await self._get(path, params)
-                try:
-                    return await self._read_body(response)
-                finally:
-                    response.close()
-        except TimeoutError:
-            raise self._too_slow(url) from None
+        retries = LATE_RETRIES
+        while True:
+            try:
+                async with asyncio.timeout(self._request_s):
+                    response = await self._get(path, params)
+                    try:
+                        return await self._read_body(response)
+                    finally:
+                        response.close()
+            except TimeoutError:
+                if not self._late(retries):
+                    raise self._too_slow(url) from None
+                retries -= 1
 
     async def probe(self) -> DevicesDocument:
         payload = await self._document("probe")
@@ -261,11 +296,16 @@ class AsyncAgentClient:
         source = f"{self.base_url}/sample?from={from_sequence}&interval={interval_ms}"
         url = f"{self.base_url}/sample"
         self.pending_parts = 0
-        try:
-            async with asyncio.timeout(self._request_s):
-                response = await self._get("sample", params)
-        except TimeoutError:
-            raise self._too_slow(url) from None
+        retries = LATE_RETRIES
+        while True:
+            try:
+                async with asyncio.timeout(self._request_s):
+                    response = await self._get("sample", params)
+                break
+            except TimeoutError:
+                if not self._late(retries):
+                    raise self._too_slow(url) from None
+                retries -= 1
         try:
             boundary = boundary_of(response.headers.get("Content-Type", ""))
             if boundary is None:
@@ -296,12 +336,18 @@ class AsyncAgentClient:
         loop = asyncio.get_running_loop()
         # The idle clock runs while the agent owes us a part, not while the caller works.
         last_part = loop.time()
+        deadline = last_part + idle_s
         read = response.content.read
+        late_retries = LATE_RETRIES
         while not framer.finished:
             try:
-                async with asyncio.timeout_at(last_part + idle_s):
+                async with asyncio.timeout_at(deadline):
                     chunk = await read(STREAM_READ_BYTES)
             except TimeoutError:
+                if self._late(late_retries):
+                    late_retries -= 1
+                    deadline = loop.time() + idle_s
+                    continue
                 raise AgentUnreachable(f"{source}: no part or heartbeat for {idle_s:g} s; reconnecting") from None
             except (aiohttp.ClientError, OSError) as exc:
                 raise AgentUnreachable(f"{source}: stream broken: {type(exc).__name__}: {exc}") from exc
@@ -312,12 +358,14 @@ class AsyncAgentClient:
             parts = framer.feed(chunk)
             if not parts:
                 continue
+            late_retries = LATE_RETRIES
             remaining = len(parts)
             for part in parts:
                 remaining -= 1
                 self.pending_parts = remaining
                 yield await self._parse(parse_streams, part, self.base_url, self.data_items, source=source)
             last_part = loop.time()
+            deadline = last_part + idle_s
 
     async def _poll(self, first: StreamsDocument, from_sequence: int, count: int, interval_ms: int,
                     heartbeat_ms: int) -> AsyncIterator[StreamsDocument]:
@@ -346,6 +394,13 @@ class AsyncAgentClient:
             if page.observations or now - last_yield >= heartbeat_s:
                 last_yield = now
                 yield page
+
+
+def _punctual() -> float:
+    return 0.0
+
+
+_PUNCTUAL = _punctual
 
 
 def _redirect_target(response: aiohttp.ClientResponse) -> str | None:
