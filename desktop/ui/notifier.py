@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QMenu, QPushButton, Q
 
 from desktop.core.alarms import Alarm
 from desktop.core.machines import MachineStatus
-from desktop.ui.alarm_table import local_time
+from desktop.ui.alarm_views import local_time
 from desktop.ui.theme import status_icon
 
 TRAY_MESSAGE_MS = 15_000
