@@ -140,6 +140,7 @@ class MainWindow(QMainWindow):
         self.banner = AlarmBanner()
         self.overview = MachineOverview()
         self.notifier = AlarmNotifier(self.banner, self, use_tray=use_tray)
+        self.notifier.set_preferences(settings)
         self.notifier.show_window_requested.connect(self._on_show_window_requested)
         self.notifier.quit_requested.connect(self.quit)
         self.notifier.machine_requested.connect(self.open_detail)
@@ -179,11 +180,13 @@ class MainWindow(QMainWindow):
         # Records that do not match the schema are never shown; how many were left out is.
         self.skipped_label = QLabel(objectName="statusSkipped")
         self.skipped_label.setVisible(False)
+        self.horn_label = QLabel("Horn: unacknowledged critical/high alarms (Ctrl+M in Alarms mutes)", objectName="statusHorn")
+        self.horn_label.setVisible(False)
         self._skipped_shown = 0
         status = self.statusBar()
         status.addWidget(self.progress_bar)
         status.addWidget(self.progress_label, 1)
-        for label in (self.skipped_label, self.broker_label, self.services_label, self.rate_label, self.last_data_label):
+        for label in (self.horn_label, self.skipped_label, self.broker_label, self.services_label, self.rate_label, self.last_data_label):
             status.addPermanentWidget(label)
         self.services_label.setVisible(services is not None)
 
@@ -204,6 +207,10 @@ class MainWindow(QMainWindow):
         overview_action.triggered.connect(lambda: self.show_view(OVERVIEW))
         view_menu.addAction(overview_action)
         self.alarm_pages.add_actions(view_menu)
+        self.alarm_pages.active_view.mute_requested.connect(self._on_mute_requested)
+        self.notifier.attention_window = self
+        self.notifier.horn_changed.connect(self._on_horn_changed)
+        self._horn_checked = 0.0
         close_tab = QAction("&Close machine tab", self)
         close_tab.setShortcut(QKeySequence("Ctrl+W"))
         close_tab.triggered.connect(lambda: self._on_tab_close_requested(self.tabs.currentIndex()))
@@ -252,8 +259,9 @@ class MainWindow(QMainWindow):
         self.updates_applied += 1
         if update.alarm_events:
             self.alarm_pages.apply_events(update.alarm_events)
-        if update.notifications:
-            self.notifier.notify(list(update.notifications))
+        if update.notices:
+            # Noise control (repeats, chattering, flood summary) is the engine's; styled by priority.
+            self.notifier.show_notices(update.notices)
         if update.has_observations:
             self._feed_retries = 0
             if not self._seen_observations:
@@ -537,6 +545,9 @@ class MainWindow(QMainWindow):
         if isinstance(current, DetailView):
             current.refresh(now)
         self.alarm_pages.refresh()
+        if now - self._horn_checked >= 0.5:  # a mute expires on the wall clock
+            self._horn_checked = now
+            self.notifier.update_horn(self.alarm_pages.alarms.values(), now)
         rate = f"{self.state.observation_rate:,.0f} obs/s"
         if self.rate_label.text() != rate:
             self.rate_label.setText(rate)
@@ -558,6 +569,12 @@ class MainWindow(QMainWindow):
                 "Records that do not match the message schema (docs/messages.md) are not shown.\nLatest:\n"
                 + "\n".join(self.state.skipped)
             )
+
+    def _on_mute_requested(self, seconds: float) -> None:
+        self.notifier.mute_horn(self.alarm_pages.alarms.values(), seconds)
+
+    def _on_horn_changed(self, sounding: bool) -> None:
+        self.horn_label.setVisible(sounding)
 
     # -- settings -------------------------------------------------------------------------
 

@@ -155,3 +155,52 @@ def test_shelving_and_unshelving_from_the_alarms_page(live_window, qtbot, kafka_
     while shared_state(kafka_broker.bootstrap, topic_prefix, alarm_id, "shelve")["shelve"]["state"] != "unshelved":
         assert time.monotonic() < deadline, "the unshelve never reached the acks topic"
         time.sleep(0.2)
+
+
+# -- in the window without a broker: tiles, pop-ups and the horn from the recorded day -------
+
+
+def line_of(text: str) -> int:
+    lines = testing.nist_shdr(MAZAK03_DAY).read_text(encoding="utf-8").splitlines()
+    return next(number for number, line in enumerate(lines, start=1) if text in line)
+
+
+def mazak03_lines(devices, first: int, last: int):
+    device = testing.device_named(devices, "Mazak03")
+    return [o for _, o in testing.shdr_observations(testing.nist_shdr(MAZAK03_DAY), device, first, last)]
+
+
+def test_tile_popups_and_horn_follow_the_priority_of_the_alarms(make_window, qtbot, devices):
+    window = make_window(Settings(notify="faults_and_warnings"))
+    window.show()
+    styles: list[str] = []
+    window.notifier.popup_styled.connect(styles.append)
+    warning = line_of("|system_cond|Warning|416|")
+    # A Warning is medium (the conditions rule): listed and marked on the tile, no pop-up, no horn.
+    with qtbot.assertNotEmitted(window.notifier.notification_shown, wait=500):
+        window.ingest(testing.batch_of(devices, mazak03_lines(devices, 1, warning)))
+        qtbot.waitUntil(lambda: window.overview.grid.texts.get("mtc_adapter004", {}).get("alarm", "")
+                        .startswith("MEDIUM · UNACK ALARM"))
+    assert not window.notifier.horn_sounding and not window.horn_label.isVisible()
+
+    # A Fault is critical: a critical pop-up, the tile says so, the horn sounds.
+    fault = line_of("|motion_cond|Fault|791|")
+    with qtbot.waitSignal(window.notifier.notification_shown):
+        window.ingest(testing.batch_of(observations=mazak03_lines(devices, warning + 1, fault)))
+    assert styles == ["critical"]
+    qtbot.waitUntil(lambda: window.overview.grid.texts["mtc_adapter004"]["alarm"].startswith("CRITICAL · UNACK ALARM"))
+    qtbot.waitUntil(lambda: window.notifier.horn_sounding)
+    assert window.horn_label.isVisible()
+
+    # Muted from the Alarms page: silent; acknowledged: silent for good, the tile still marked
+    # (the fault is present) but acknowledged.
+    window.alarm_pages.show_page("alarms")
+    window.alarm_pages.active_view.mute_requested.emit(300.0)
+    assert not window.notifier.horn_sounding and not window.horn_label.isVisible()
+    window.notifier.horn.unmute()
+    qtbot.waitUntil(lambda: window.notifier.horn_sounding)
+    fault_id = next(a.alarm_id for a in window.alarm_pages.alarms.values() if a.native_code == "791")
+    window.alarm_pages.active_view.acknowledge_requested.emit([fault_id], "")
+    qtbot.waitUntil(lambda: not window.notifier.horn_sounding, timeout=10_000)
+    # (the day's Warnings before it had returned to Normal: acknowledged-active is the worst state left)
+    qtbot.waitUntil(lambda: window.overview.grid.texts["mtc_adapter004"]["alarm"].startswith("CRITICAL · ALARM ACK'D"))

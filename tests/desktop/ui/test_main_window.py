@@ -64,7 +64,8 @@ def test_devices_show_as_tiles_with_status(make_window, qtbot, devices):
     window.ingest(testing.batch_of(observations=mazak03_until(devices, fault_line, fault_line)))
     qtbot.waitUntil(lambda: tile(window, "mtc_adapter004").get("state") == "ALARM")
     assert "MUST INPUT CUTTING SPEED" in tile(window, "mtc_adapter004")["reason"]
-    assert tile(window, "mtc_adapter004")["alarm"].startswith("UNACK ALARM")
+    # Marked with the priority of its worst alarm: FAULT is critical (the conditions rule).
+    assert tile(window, "mtc_adapter004")["alarm"].startswith("CRITICAL · UNACK ALARM")
     assert "alarm" in window.windowTitle()
 
 
@@ -135,7 +136,8 @@ def test_alarm_table_follows_clear_and_reactivation(make_window, qtbot, devices)
                   if "|motion_cond|Fault|711|" in l]
     with qtbot.waitSignal(window.notifier.notification_shown) as shown:
         window.ingest(testing.batch_of(devices, mazak03_until(devices, faults_711[1])))
-    assert shown.args[0] == "3 new faults"  # flood control: one summary for one batch
+    assert shown.args[0] == "3 new alarms"  # one summary pop-up for one batch
+    assert [line.split(":")[1].strip() for line in shown.args[1].splitlines()] == ["FAULT 791", "FAULT 711", "FAULT 711"]
     model = window.alarm_pages.active_view.model
     qtbot.waitUntil(lambda: model.rowCount() > 3)
     faults = [(model.index(r, 6).data(), model.index(r, 0).data())
