@@ -204,3 +204,40 @@ def test_tile_popups_and_horn_follow_the_priority_of_the_alarms(make_window, qtb
     qtbot.waitUntil(lambda: not window.notifier.horn_sounding, timeout=10_000)
     # (the day's Warnings before it had returned to Normal: acknowledged-active is the worst state left)
     qtbot.waitUntil(lambda: window.overview.grid.texts["mtc_adapter004"]["alarm"].startswith("CRITICAL · ALARM ACK'D"))
+
+
+def test_journal_and_kpi_pages_are_filled_off_the_gui_thread_for_the_screenshot_views(make_window, qtbot, devices):
+    from desktop.ui.views import get_view
+
+    window = make_window()
+    window.show()
+    fault = line_of("|motion_cond|Fault|791|")
+    window.ingest(testing.batch_of(devices, mazak03_lines(devices, 1, fault)))
+    qtbot.waitUntil(lambda: any(a.native_code == "791" for a in window.alarm_pages.alarms.values()))
+    # The file's own count: every Warning/Fault line with a code that is not active yet
+    # starts an alarm (the conditions rule alarms both levels).
+    lines = testing.nist_shdr(MAZAK03_DAY).read_text(encoding="utf-8").splitlines()[:fault]
+    active: set[tuple[str, str]] = set()
+    activations = 0
+    for line in lines:
+        fields = line.split("|")
+        if len(fields) > 3 and fields[1].endswith("_cond"):
+            if fields[2] in ("Warning", "Fault") and (fields[1], fields[3]) not in active:
+                active.add((fields[1], fields[3]))
+                activations += 1
+            elif fields[2] in ("Normal", "Unavailable"):
+                active = {key for key in active if key[0] != fields[1] or (fields[3] and key[1] != fields[3])}
+
+    journal = get_view("journal")
+    widget = journal.show(window)
+    qtbot.waitUntil(lambda: journal.ready(window, widget), timeout=10_000)
+    assert window.tabs.currentWidget() is window.alarm_pages.journal_view
+    table = window.alarm_pages.journal_view.table
+    raised = [table.item(r, 4).text() for r in range(table.rowCount()) if table.item(r, 1).text() == "raised"]
+    assert len(raised) == activations and raised[-1] == "MUST INPUT CUTTING SPEED"
+
+    kpis = get_view("kpis")
+    widget = kpis.show(window)
+    qtbot.waitUntil(lambda: kpis.ready(window, widget), timeout=10_000)
+    assert window.tabs.currentWidget() is window.alarm_pages.kpi_view
+    assert window.alarm_pages.kpi_view.values["alarms"].text() == str(activations)
