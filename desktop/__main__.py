@@ -44,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--screenshot", metavar="PNG", help="save the main window to PNG after --after seconds of live data, then exit")
     parser.add_argument("--after", metavar="S", type=float, default=10.0, help="seconds of live data before the screenshot (default 10)")
     parser.add_argument("--view", metavar="NAME", default="overview",
-                        help="what --screenshot captures: overview, detail, settings, or a view a later module adds (default overview)")
+                        help="what --screenshot captures: overview, detail, settings, alarms, journal, kpis (default overview)")
+    parser.add_argument("--acknowledge", metavar="N", type=int, default=0,
+                        help="with --screenshot: acknowledge N unacknowledged alarms first (active ones, then by priority and age)")
+    parser.add_argument("--shelve", metavar="N", type=int, default=0,
+                        help="with --screenshot: shelve N further unacknowledged alarms for 1 h first")
     parser.add_argument("--minimised", action="store_true", help="start minimised (in the tray when there is one)")
     parser.add_argument("--self-test", action="store_true", help="check resources, start broker, replay agent and producer, wait for data, stop; exit 0/1")
     return parser

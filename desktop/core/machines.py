@@ -104,6 +104,8 @@ class MachineView:
     # how many of its alarms wait for acknowledgement.
     alarm_state: str = ""
     unacknowledged: int = 0
+    # The highest priority among its alarms active or waiting for acknowledgement ("" none).
+    alarm_priority: str = ""
     has_spindle: bool = False
 
 

@@ -61,6 +61,10 @@ ALARM_STATE_ORDER = (AlarmState.UNACKNOWLEDGED_ACTIVE.value, AlarmState.ACKNOWLE
                      AlarmState.UNACKNOWLEDGED_RETURNED.value, AlarmState.SHELVED.value,
                      AlarmState.OUT_OF_SERVICE.value)
 _ALARM_RANK = {state: rank for rank, state in enumerate(ALARM_STATE_ORDER)}
+# A tile is marked with the highest priority among the alarms active or waiting for acknowledgement.
+PRIORITY_ORDER = ("critical", "high", "medium", "low")
+_PRIORITY_RANK = {priority: rank for rank, priority in enumerate(PRIORITY_ORDER)}
+_MARKING_STATES = frozenset(ALARM_STATE_ORDER[:3])
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -205,7 +209,7 @@ class MonitorCore:
         self.model = model or MonitorModel()
         self._clock = clock
         self._sent: dict[str, MachineView] = {}
-        self._alarm_summary: dict[str, tuple[str, int]] = {}
+        self._alarm_summary: dict[str, tuple[str, int, str]] = {}
         self._series_subscribers: dict[SeriesKey, int] = {}
         self._device_subscribers: dict[str, int] = {}
         self._fresh_series: set[SeriesKey] = set()
@@ -360,10 +364,12 @@ class MonitorCore:
             tracker = fleet.tracker(uuid)
             if tracker is None:
                 continue
-            alarm_state, unacknowledged = self._alarm_summary.get(uuid, ("", 0))
+            alarm_state, unacknowledged, priority = self._alarm_summary.get(uuid, ("", 0, ""))
             view = fleet.view(uuid, now, alarm_state, unacknowledged)
             if view is None:
                 continue
+            if priority:
+                view = dataclasses.replace(view, alarm_priority=priority)
             at = tracker.last_seen if tracker.last_seen is not None and view.status != MachineStatus.OFFLINE else now
             if tracker.note_status(view.status, min(at, now)):
                 view = dataclasses.replace(view, state_since=tracker.state_since)
@@ -432,7 +438,7 @@ class MonitorCore:
 
     def _refresh_alarm_summary(self, devices: set[str]) -> set[str]:
         """Each machine's worst alarm state from the engine; the machines whose summary changed."""
-        summary: dict[str, tuple[int, int]] = {}
+        summary: dict[str, tuple[int, int, int]] = {}
         for alarm in self.model.alarm_engine.alarms():
             if alarm.device_uuid not in devices:
                 continue
@@ -440,15 +446,18 @@ class MonitorCore:
             rank = _ALARM_RANK.get(state)
             if rank is None:
                 continue
-            best, unacknowledged = summary.get(alarm.device_uuid, (len(ALARM_STATE_ORDER), 0))
+            best, unacknowledged, top = summary.get(alarm.device_uuid, (len(ALARM_STATE_ORDER), 0, len(PRIORITY_ORDER)))
             if state in (AlarmState.UNACKNOWLEDGED_ACTIVE.value, AlarmState.UNACKNOWLEDGED_RETURNED.value):
                 unacknowledged += 1
-            summary[alarm.device_uuid] = (min(best, rank), unacknowledged)
+            if state in _MARKING_STATES:
+                top = min(top, _PRIORITY_RANK.get(alarm.priority, len(PRIORITY_ORDER)))
+            summary[alarm.device_uuid] = (min(best, rank), unacknowledged, top)
         changed = set()
         for uuid in devices:
-            rank, unacknowledged = summary.get(uuid, (len(ALARM_STATE_ORDER), 0))
-            value = (ALARM_STATE_ORDER[rank] if rank < len(ALARM_STATE_ORDER) else "", unacknowledged)
-            if self._alarm_summary.get(uuid, ("", 0)) != value:
+            rank, unacknowledged, top = summary.get(uuid, (len(ALARM_STATE_ORDER), 0, len(PRIORITY_ORDER)))
+            value = (ALARM_STATE_ORDER[rank] if rank < len(ALARM_STATE_ORDER) else "", unacknowledged,
+                     PRIORITY_ORDER[top] if top < len(PRIORITY_ORDER) else "")
+            if self._alarm_summary.get(uuid, ("", 0, "")) != value:
                 self._alarm_summary[uuid] = value
                 changed.add(uuid)
         return changed

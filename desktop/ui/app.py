@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,10 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 from desktop.core import paths
 from desktop.core.batch import Batch
-from desktop.core.feed import FeedConfig
+from desktop.core.alarms.model import PRIORITY_RANK
+from desktop.core.alarms import AlarmJournal, AlarmState, RulesError, default_journal_path, default_rules_path, load_rules
+from desktop.core.feed import DEFAULT_HISTORY_SECONDS, FeedConfig
+from desktop.core.model import MonitorModel
 from desktop.core.services import SERVICE_LABELS, SERVICE_NAMES
 from desktop.core.settings import Settings, SettingsError, load_settings, save_settings, set_aside
 from desktop.ui import first_run
@@ -121,8 +125,10 @@ class ScreenshotJob(QObject):
     """Waits for live data, saves the window after `after` seconds of it, then closes it."""
 
     def __init__(self, window: MainWindow, path: Path, after: float, first_batch_timeout: float = FIRST_BATCH_TIMEOUT,
-                 view: str = "overview") -> None:
+                 view: str = "overview", acknowledge: int = 0, shelve: int = 0) -> None:
         super().__init__(window)
+        self.acknowledge = acknowledge
+        self.shelve = shelve
         self.window = window
         self.path = path
         self.after = after
@@ -148,7 +154,30 @@ class ScreenshotJob(QObject):
         print(f"first observations received; taking the screenshot in {self.after:g} s", flush=True)
         QTimer.singleShot(int(self.after * 1000), self._take)
 
+    def _act_on_alarms(self) -> None:
+        """--acknowledge N / --shelve N: what an operator would have done by now, through the
+        alarm page's own requests (so the screenshot shows alarms in several ISA states)."""
+        pages = self.window.alarm_pages
+        waiting = sorted((a for a in pages.alarms.values() if a.alarm_state in
+                          (AlarmState.UNACKNOWLEDGED_ACTIVE, AlarmState.UNACKNOWLEDGED_RETURNED)),
+                         key=lambda a: (PRIORITY_RANK.get(a.priority, 9), a.activated_at, a.alarm_id))
+        active = [a.alarm_id for a in waiting if a.alarm_state is AlarmState.UNACKNOWLEDGED_ACTIVE]
+        returned = [a.alarm_id for a in waiting if a.alarm_state is AlarmState.UNACKNOWLEDGED_RETURNED]
+        # Active ones first: Acknowledged-Active is the state an acknowledgement shows best.
+        chosen = (active + returned)[: self.acknowledge]
+        if chosen:
+            pages.active_view.acknowledge_requested.emit(chosen, "checked at the machine")
+        rest = [i for i in active + returned if i not in chosen][: self.shelve]
+        if rest:
+            pages.active_view.shelve_requested.emit(rest, 3600.0, "maintenance on this axis")
+        print(f"acknowledged {len(chosen)} and shelved {len(rest)} alarm(s) before the screenshot", flush=True)
+
     def _take(self) -> None:
+        if self.acknowledge or self.shelve:
+            self._act_on_alarms()
+            self.acknowledge = self.shelve = 0
+            QTimer.singleShot(1500, self._take)  # the new states come back with the next updates
+            return
         view = get_view(self.view)
         if view is None:
             print(f"error: no view {self.view!r}; known: {', '.join(view_names())}", file=sys.stderr, flush=True)
@@ -205,6 +234,19 @@ class ScreenshotJob(QObject):
         self.window.close()
 
 
+USER_RULES_FILE = "alarm-rules.yaml"
+
+
+def alarm_model(settings: Settings, config_dir: Path) -> MonitorModel:
+    """The model with the alarm rules (the user's `alarm-rules.yaml` in the settings folder,
+    else the default rules), the journal in the per-user data folder and this computer's name
+    as the station. A rules file with an error raises `RulesError` naming file, line and field."""
+    user_rules = config_dir / USER_RULES_FILE
+    rules = load_rules(user_rules if user_rules.is_file() else default_rules_path())
+    return MonitorModel(window_seconds=DEFAULT_HISTORY_SECONDS, offline_after=settings.offline_after, rules=rules,
+                        journal=AlarmJournal(default_journal_path()), station=socket.gethostname())
+
+
 def run(options: argparse.Namespace) -> int:
     app = QApplication.instance() or QApplication([sys.argv[0], *getattr(options, "qt_args", [])])
     app.setApplicationName("Machine Monitor")
@@ -241,13 +283,21 @@ def run(options: argparse.Namespace) -> int:
         print(f"error: --view {options.view!r} is not known; choose one of {', '.join(view_names())}", file=sys.stderr)
         return 2
     services = LocalServices.from_settings(settings, config_dir, parent=app) if settings.is_local else None
-    window = MainWindow(settings, services, config_dir)
+    try:
+        model = alarm_model(settings, config_dir)
+    except (RulesError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if not options.screenshot:
+            QMessageBox.critical(None, "Alarm rules cannot be used", str(exc))
+        return 2
+    window = MainWindow(settings, services, config_dir, model=model, data_dir=default_journal_path().parent)
     if instance is not None:
         instance.show_requested.connect(window._on_show_window_requested)
     job = None
     if options.screenshot:
         window.resize(1440, 900)
-        job = ScreenshotJob(window, Path(options.screenshot), options.after, view=options.view)
+        job = ScreenshotJob(window, Path(options.screenshot), options.after, view=options.view,
+                            acknowledge=getattr(options, "acknowledge", 0), shelve=getattr(options, "shelve", 0))
     wakeup = _install_signal_handlers(window.close)
     if services is not None:
         # Last line of defence (e.g. the loop was quit directly): stop children synchronously.

@@ -10,9 +10,12 @@ Threads and data path (nothing per observation, and no disk I/O, on the GUI thre
                 updates, a few numpy appends), notifies, releases the core for the next one.
 
 One `QTimer` (15 Hz) draws: only the tiles whose content changed, the visible detail tab,
-the alarm table and the status bar. User actions on alarms go to the core thread through
-`submit(fn)` (`CoreWorker.submit`): `fn(core)` runs between batches, its events come back
-with the next update. Later views join with `add_view(name, title, widget)`: a tab, and a
+the alarm pages and the status bar. The alarm pages ("Alarms", "Journal", "KPIs",
+`desktop.ui.alarms`) take the alarm events of each update; user actions on alarms go to the
+core thread through `submit(fn)` (`CoreWorker.submit`): `fn(core)` runs between batches, its
+events come back with the next update. Shared acknowledgement (`AckSharing`: the station's
+outbox and the reader of `monitor.alarm-acks`) starts with the feed, on the core thread, and
+applies what other stations shared there too. Later views join with `add_view(name, title, widget)`: a tab, and a
 name the screenshot command (`--view NAME`, see `desktop.ui.views`) can show.
 
 Kafka state in the status bar is what the feed reports: connected (green), stalled (amber:
@@ -24,6 +27,7 @@ Closing the window hides it to the tray when there is one (the first time with a
 """
 from __future__ import annotations
 
+import socket
 import time
 from concurrent.futures import Future
 from datetime import datetime
@@ -33,17 +37,16 @@ from typing import Any, Callable
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
-    QFrame,
     QLabel,
     QMainWindow,
     QMessageBox,
     QProgressBar,
-    QSplitter,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from desktop.core.alarms.sharing import AckSharing
 from desktop.core.batch import Batch
 from desktop.core.feed import CONNECTED, CONNECTING, DEFAULT_HISTORY_SECONDS, STALLED, STOPPED, UNREACHABLE, WAITING, FeedConfig
 from desktop.core.machines import MachineStatus, worst
@@ -52,7 +55,7 @@ from desktop.core.monitor import ALARM_STATE_ORDER, MonitorCore, ViewUpdate
 from desktop.core.services import SERVICE_LABELS, SERVICE_NAMES, ServiceState
 from desktop.core.settings import Settings
 from desktop.core.viewstate import ViewState
-from desktop.ui.alarm_table import AlarmTable
+from desktop.ui.alarms import AlarmPages
 from desktop.ui.detail import DetailView
 from desktop.ui.notifier import AlarmBanner, AlarmNotifier
 from desktop.ui.services import LocalServices
@@ -66,16 +69,6 @@ OVERVIEW = "overview"
 # Fields whose change needs a new connection (the rest applies in place).
 _CONNECTION_FIELDS = ("mode", "bootstrap_servers", "topic_prefix", "security_protocol", "sasl_mechanism", "sasl_username",
                       "sasl_password", "ssl_ca_location", "kafka_properties", "replay_speed", "agents", "replay_start")
-
-
-def _section(title: str, body: QWidget) -> QFrame:
-    frame = QFrame(objectName="section")
-    layout = QVBoxLayout(frame)
-    layout.setContentsMargins(10, 6, 10, 8)
-    layout.setSpacing(4)
-    layout.addWidget(QLabel(title, objectName="sectionTitle"))
-    layout.addWidget(body, 1)
-    return frame
 
 
 def _age(seconds: float) -> str:
@@ -101,6 +94,7 @@ class MainWindow(QMainWindow):
         history_seconds: float = DEFAULT_HISTORY_SECONDS,
         use_tray: bool | None = None,
         feed_start_time: float | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -109,10 +103,17 @@ class MainWindow(QMainWindow):
         self.history_seconds = history_seconds
         self.feed_start_time = feed_start_time
         self.core = MonitorCore(model or MonitorModel(window_seconds=history_seconds,
-                                                      offline_after=settings.offline_after))
+                                                      offline_after=settings.offline_after,
+                                                      station=socket.gethostname()))
         self.state = ViewState()
         self.core_worker = CoreWorker(self.core, self)
         self.core_worker.update_ready.connect(self._on_update_ready)
+        # The alarms the engine restored from the journal, read before the core thread runs.
+        restored_alarms = self.core.model.alarm_engine.alarms()
+        # The station's ack outbox lives here (None: in memory only, e.g. tests).
+        self.data_dir = data_dir
+        self.sharing: AckSharing | None = None  # created, used and stopped on the core thread
+        self._unshared: list[dict] = []
         self.core_worker.start()
         self.worker: FeedWorker | None = None
         self.bootstrap: str | None = None
@@ -138,24 +139,22 @@ class MainWindow(QMainWindow):
         # -- widgets --
         self.banner = AlarmBanner()
         self.overview = MachineOverview()
-        self.alarm_table = AlarmTable(self.model.journal)
         self.notifier = AlarmNotifier(self.banner, self, use_tray=use_tray)
+        self.notifier.set_preferences(settings)
         self.notifier.show_window_requested.connect(self._on_show_window_requested)
         self.notifier.quit_requested.connect(self.quit)
         self.notifier.machine_requested.connect(self.open_detail)
         self.banner.clicked.connect(self.open_detail)
         self.overview.machine_opened.connect(self.open_detail)
 
-        overview_page = QSplitter(Qt.Orientation.Vertical, objectName="overviewSplitter")
-        overview_page.addWidget(self.overview)
-        overview_page.addWidget(_section("Alarms", self.alarm_table))
-        overview_page.setSizes([640, 170])
-        overview_page.setChildrenCollapsible(False)
+        overview_page = self.overview
         self.tabs = QTabWidget(objectName="mainTabs")
         self.tabs.setTabsClosable(True)
         self.tabs.setDocumentMode(True)
         self.tabs.tabCloseRequested.connect(self._on_tab_close_requested)
         self.add_view(OVERVIEW, "Overview", overview_page, closable=False)
+        self.alarm_pages = AlarmPages(self, self.model.journal, restored_alarms, self._publish_ack,
+                                      self.model.alarm_engine.settings)
 
         central = QWidget(objectName="central")
         layout = QVBoxLayout(central)
@@ -181,11 +180,13 @@ class MainWindow(QMainWindow):
         # Records that do not match the schema are never shown; how many were left out is.
         self.skipped_label = QLabel(objectName="statusSkipped")
         self.skipped_label.setVisible(False)
+        self.horn_label = QLabel("Horn: unacknowledged critical/high alarms (Ctrl+M in Alarms mutes)", objectName="statusHorn")
+        self.horn_label.setVisible(False)
         self._skipped_shown = 0
         status = self.statusBar()
         status.addWidget(self.progress_bar)
         status.addWidget(self.progress_label, 1)
-        for label in (self.skipped_label, self.broker_label, self.services_label, self.rate_label, self.last_data_label):
+        for label in (self.horn_label, self.skipped_label, self.broker_label, self.services_label, self.rate_label, self.last_data_label):
             status.addPermanentWidget(label)
         self.services_label.setVisible(services is not None)
 
@@ -205,6 +206,11 @@ class MainWindow(QMainWindow):
         overview_action.setShortcut(QKeySequence("Ctrl+1"))
         overview_action.triggered.connect(lambda: self.show_view(OVERVIEW))
         view_menu.addAction(overview_action)
+        self.alarm_pages.add_actions(view_menu)
+        self.alarm_pages.active_view.mute_requested.connect(self._on_mute_requested)
+        self.notifier.attention_window = self
+        self.notifier.horn_changed.connect(self._on_horn_changed)
+        self._horn_checked = 0.0
         close_tab = QAction("&Close machine tab", self)
         close_tab.setShortcut(QKeySequence("Ctrl+W"))
         close_tab.triggered.connect(lambda: self._on_tab_close_requested(self.tabs.currentIndex()))
@@ -251,8 +257,11 @@ class MainWindow(QMainWindow):
         """Take one reduced update: state, notifications; drawing is left to the timer."""
         self.state.apply(update)
         self.updates_applied += 1
-        if update.notifications:
-            self.notifier.notify(list(update.notifications))
+        if update.alarm_events:
+            self.alarm_pages.apply_events(update.alarm_events)
+        if update.notices:
+            # Noise control (repeats, chattering, flood summary) is the engine's; styled by priority.
+            self.notifier.show_notices(update.notices)
         if update.has_observations:
             self._feed_retries = 0
             if not self._seen_observations:
@@ -345,6 +354,7 @@ class MainWindow(QMainWindow):
             history_seconds=self.history_seconds,
             start_time=self.feed_start_time,
         )
+        self.submit(lambda core: self._start_sharing(config))
         worker = self.worker = FeedWorker(config, self, sink=self._offer_batch)
         worker.status_changed.connect(self._on_status_changed)
         worker.feed_failed.connect(self._on_feed_failed)
@@ -353,6 +363,44 @@ class MainWindow(QMainWindow):
             self._set_progress(f"Connecting to Kafka at {bootstrap} and reading the last "
                                f"{self.history_seconds / 60:.0f} minutes…", busy=True)
         worker.start()
+
+    # -- shared acknowledgement (on the core thread) ---------------------------------------
+
+    def _start_sharing(self, config: FeedConfig) -> None:
+        """The outbox and the ack reader for this broker; records made before are sent now."""
+        if self.sharing is not None:
+            if self.sharing.reader.bootstrap_servers == config.bootstrap_servers:
+                return
+            self._stop_sharing()
+        if self.data_dir is not None:
+            outbox_path: Path | str = self.data_dir / "ack-outbox.sqlite3"
+        elif self.model.journal.path is not None:
+            outbox_path = self.model.journal.path.with_name("ack-outbox.sqlite3")
+        else:
+            outbox_path = ":memory:"
+        submit = self.submit
+
+        def on_records(records) -> None:  # on the reader's thread: applied on the core thread
+            submit(lambda core: core.record_events(core.model.alarm_engine.apply_ack_records(records)))
+
+        self.sharing = AckSharing(outbox_path, config.bootstrap_servers, config.topic_prefix, config.kafka_properties,
+                                  on_records=on_records)
+        self.sharing.start()
+        for record in self._unshared:
+            self.sharing.publish(record)
+        self._unshared.clear()
+
+    def _publish_ack(self, core: MonitorCore, record: dict) -> None:
+        """An operator's record, on the core thread: into the outbox (kept until there is one)."""
+        if self.sharing is None:
+            self._unshared.append(record)
+        else:
+            self.sharing.publish(record)
+
+    def _stop_sharing(self) -> None:
+        sharing, self.sharing = self.sharing, None
+        if sharing is not None:
+            sharing.stop()
 
     def _stop_feed(self) -> None:
         worker, self.worker = self.worker, None
@@ -496,7 +544,10 @@ class MainWindow(QMainWindow):
         current = self.tabs.currentWidget()
         if isinstance(current, DetailView):
             current.refresh(now)
-        self.alarm_table.refresh()
+        self.alarm_pages.refresh()
+        if now - self._horn_checked >= 0.5:  # a mute expires on the wall clock
+            self._horn_checked = now
+            self.notifier.update_horn(self.alarm_pages.alarms.values(), now)
         rate = f"{self.state.observation_rate:,.0f} obs/s"
         if self.rate_label.text() != rate:
             self.rate_label.setText(rate)
@@ -518,6 +569,12 @@ class MainWindow(QMainWindow):
                 "Records that do not match the message schema (docs/messages.md) are not shown.\nLatest:\n"
                 + "\n".join(self.state.skipped)
             )
+
+    def _on_mute_requested(self, seconds: float) -> None:
+        self.notifier.mute_horn(self.alarm_pages.alarms.values(), seconds)
+
+    def _on_horn_changed(self, sounding: bool) -> None:
+        self.horn_label.setVisible(sounding)
 
     # -- settings -------------------------------------------------------------------------
 
@@ -584,6 +641,9 @@ class MainWindow(QMainWindow):
         self._shutting_down = True
         self._feed_retry_timer.stop()
         self._stop_feed()
+        self.submit(lambda core: self._stop_sharing())
+        if stop_core:
+            self.alarm_pages.close()
         for view in self.details.values():
             view.loader.cancel()
         services = self.services

@@ -10,19 +10,51 @@ platforms report clicks only for some message kinds, the tray menu also has "Ope
 alert". Without a tray (offscreen, some kiosk sessions) the banner at the top of the window
 shows the message with an Open button until dismissed. `notification_shown` reports every
 message, whichever way it went.
+
+In the running app the window hands over the engine's `Notice`s (`show_notices`): noise
+control has been applied already (no repeats, no chattering alarm, a flood is one summary),
+and each pop-up is styled by priority (`desktop.core.alarms.table.popup_style`: critical as
+a critical message, high as a warning, medium as information, low never pops up). The user's
+setting narrows it further: "faults" pops up critical alarms and flood summaries only,
+"none" nothing. The horn (`update_horn`, `mute_horn`) is on while unacknowledged critical or
+high alarms exist (`Horn`): the app beeps every few seconds and asks the desktop for
+attention for its window, until they are acknowledged or the horn is muted for a time.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QMenu, QPushButton, QSystemTrayIcon, QWidget
+import time
+from typing import Iterable
 
-from desktop.core.alarms import Alarm
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtWidgets import QApplication, QFrame, QHBoxLayout, QLabel, QMenu, QPushButton, QSystemTrayIcon, QWidget
+
+from desktop.core.alarms import Alarm, Notice
+from desktop.core.alarms.model import PRIORITY_RANK
+from desktop.core.alarms.table import Horn, popup_style
 from desktop.core.machines import MachineStatus
-from desktop.ui.alarm_table import local_time
+from desktop.ui.alarm_views import local_time
 from desktop.ui.theme import status_icon
 
 TRAY_MESSAGE_MS = 15_000
 _SUMMARY_LINES = 4
+HORN_INTERVAL_MS = 3000
+_TRAY_ICONS = {"critical": QSystemTrayIcon.MessageIcon.Critical, "warning": QSystemTrayIcon.MessageIcon.Warning,
+               "information": QSystemTrayIcon.MessageIcon.Information}
+
+
+def notices_message(notices: list[Notice]) -> tuple[str, str, str]:
+    """(title, message, priority) of one pop-up for the notices of one update: a flood
+    summary stands for everything, one alarm is itself, several are listed."""
+    flood = [n for n in notices if n.kind == "flood"]
+    if flood:
+        return flood[-1].title, flood[-1].text, flood[-1].priority
+    top = min((n.priority for n in notices), key=lambda p: PRIORITY_RANK.get(p, 9))
+    if len(notices) == 1:
+        return notices[0].title, notices[0].text, top
+    lines = [f"{n.title}: {n.text}" for n in notices[:_SUMMARY_LINES]]
+    if len(notices) > _SUMMARY_LINES:
+        lines.append(f"… and {len(notices) - _SUMMARY_LINES} more")
+    return f"{len(notices)} new alarms", "\n".join(lines), top
 
 
 def describe(alarm: Alarm) -> tuple[str, str]:
@@ -100,6 +132,8 @@ class AlarmBanner(QFrame):
 
 class AlarmNotifier(QObject):
     notification_shown = Signal(str, str)  # title, message
+    popup_styled = Signal(str)  # the style of the pop-up just shown: critical, warning, information
+    horn_changed = Signal(bool)  # sounding
     show_window_requested = Signal()
     quit_requested = Signal()
     machine_requested = Signal(str)  # device uuid: open that machine
@@ -114,6 +148,12 @@ class AlarmNotifier(QObject):
         self.last_alert_device: str | None = None
         self.notify_level = "faults"
         self._message_device: str | None = None
+        self.horn = Horn()
+        self.horn_sounding = False
+        self.attention_window: QWidget | None = None
+        self._horn_timer = QTimer(self)
+        self._horn_timer.setInterval(HORN_INTERVAL_MS)
+        self._horn_timer.timeout.connect(self._on_horn_timer)
         if use_tray:
             self.tray = QSystemTrayIcon(status_icon(None), self)
             self.tray.setToolTip("Machine Monitor")
@@ -156,6 +196,65 @@ class AlarmNotifier(QObject):
         else:
             self.banner.show_message(title, message.replace("\n", " — ", 1).replace("\n", "; "), self.last_alert_device)
         self.notification_shown.emit(title, message)
+
+    def wanted_notice(self, notice: Notice) -> bool:
+        if self.notify_level == "none" or popup_style(notice.priority) is None:
+            return False
+        if self.notify_level == "faults":
+            return notice.kind == "flood" or notice.priority == "critical"
+        return True
+
+    def show_notices(self, notices: Iterable[Notice], devices: dict[str, str] | None = None) -> None:
+        """One pop-up for the notices of one update (noise control is the engine's); `devices`
+        maps alarm id to device uuid, for the pop-up's "open machine"."""
+        notices = [notice for notice in notices if self.wanted_notice(notice)]
+        if not notices:
+            return
+        title, message, priority = notices_message(notices)
+        style = popup_style(priority) or "information"
+        ids = [alarm_id for notice in notices for alarm_id in notice.alarm_ids]
+        device = (devices or {}).get(ids[-1]) if ids else None
+        if device is None and ids:
+            device = ids[-1].split("/", 1)[0]  # alarm ids start with the device uuid
+        self.last_alert_device = device
+        if self.tray is not None:
+            self._message_device = device
+            self.open_last_action.setEnabled(device is not None)
+            self.tray.showMessage(title, message, _TRAY_ICONS[style], TRAY_MESSAGE_MS)
+        else:
+            self.banner.setProperty("priority", style)
+            self.banner.style().unpolish(self.banner)
+            self.banner.style().polish(self.banner)
+            self.banner.show_message(title, message.replace("\n", "; "), device)
+        self.popup_styled.emit(style)
+        self.notification_shown.emit(title, message)
+
+    # -- the horn -----------------------------------------------------------------------
+
+    def update_horn(self, alarms: Iterable[Alarm], now: float | None = None) -> bool:
+        """Sound while unacknowledged critical/high alarms exist (and are not muted)."""
+        sounding = self.horn.sounding(list(alarms), time.time() if now is None else now)
+        if sounding != self.horn_sounding:
+            self.horn_sounding = sounding
+            if sounding:
+                self._on_horn_timer()
+                self._horn_timer.start()
+            else:
+                self._horn_timer.stop()
+            self.horn_changed.emit(sounding)
+        return sounding
+
+    def mute_horn(self, alarms: Iterable[Alarm], seconds: float, now: float | None = None) -> None:
+        """Silence the alarms calling now for `seconds`; a new one sounds at once."""
+        alarms = list(alarms)
+        now = time.time() if now is None else now
+        self.horn.mute(alarms, seconds, now)
+        self.update_horn(alarms, now)
+
+    def _on_horn_timer(self) -> None:
+        QApplication.beep()
+        if self.attention_window is not None:
+            QApplication.alert(self.attention_window, HORN_INTERVAL_MS)
 
     def show_hint(self, title: str, message: str) -> None:
         if self.tray is not None:

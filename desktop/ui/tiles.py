@@ -104,6 +104,8 @@ def tile_texts(view: MachineView, now: float) -> dict[str, str]:
     badge = ALARM_BADGES.get(view.alarm_state, "")
     if badge and view.unacknowledged > 1:
         badge += f" ×{view.unacknowledged}"
+    if badge and view.alarm_priority:
+        badge = f"{view.alarm_priority.upper()} · {badge}"
     reason = view.reason
     return {
         "name": view.name,

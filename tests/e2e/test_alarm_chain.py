@@ -219,13 +219,13 @@ def test_two_stations_share_acknowledgements_also_one_made_while_the_broker_is_a
         # Both stations derive the same alarms from the same records.
         assert (standing(cell_2, "Hurco01"), standing(cell_2, "Hurco02")) == (first, second)
 
-        # 1. An acknowledgement in one station shows in the other within seconds (3.4 s measured
-        # on a 2-core machine): the figure is printed, the bound is generous.
+        # 1. An acknowledgement in one station shows in the other within 2 s (0.27 s and 0.42 s
+        # measured on 2 cores at load average 17-28, so the bound holds under load); printed.
         cell_1.send(command="acknowledge", alarm_id=first, by="ana", note="adapter cable checked")
         [submitted] = cell_1.wait_for("acknowledgement_submitted", 30, alarm_id=first)
         [shown] = cell_2.wait_for("transition", 30, kind="acknowledged", alarm_id=first)
         print(f"acknowledgement shown in cell-2 {shown['wall'] - submitted['wall']:.3f} s after cell-1 submitted it")
-        assert shown["wall"] - submitted["wall"] <= 15.0, shown["wall"] - submitted["wall"]
+        assert shown["wall"] - submitted["wall"] <= 2.0, shown["wall"] - submitted["wall"]
         assert (shown["by"], shown["station"], shown["note"]) == ("ana", "cell-1", "adapter cable checked")
         assert shown["alarm_state"] == AlarmState.ACKNOWLEDGED_ACTIVE.value
 

@@ -31,10 +31,14 @@ def test_live_window_shows_devices_plot_and_the_recorded_fault(make_window, qtbo
     assert {view.name for view in window.overview.tiles.values()} == NIST_DEVICES
     assert window.broker_label.text() == f"Kafka: connected to {kafka_broker.bootstrap}"
 
-    qtbot.waitUntil(lambda: any("MUST INPUT CUTTING SPEED" in m for _, m in notifications), timeout=120_000)
-    title, message = next((t, m) for t, m in notifications if "MUST INPUT CUTTING SPEED" in m)
-    # Alone it reads "Mazak03: FAULT 791"; with others in the same batch it is one summary line.
-    assert ("Mazak03" in title and "FAULT 791" in title) or "Mazak03: 791 MUST INPUT CUTTING SPEED" in message
+    qtbot.waitUntil(lambda: any(a.native_code == "791" for a in window.alarm_pages.alarms.values()), timeout=120_000)
+    # It popped up: alone ("Mazak03: FAULT 791"), as a line of a summary of the same update, or
+    # within a flood summary (the whole plant's alarms arrive at once when the chain starts,
+    # and noise control folds them into one pop-up).
+    qtbot.waitUntil(lambda: bool(notifications), timeout=30_000)
+    assert any(("Mazak03: FAULT 791" in t and "MUST INPUT CUTTING SPEED" in m)
+               or "Mazak03: FAULT 791: MUST INPUT CUTTING SPEED" in m or t.startswith("Alarm flood:")
+               for t, m in notifications), notifications
     assert not window.notifier.uses_tray and window.banner.isVisible()
     rows = window.model.journal.alarms()
     fault = next(a for a in rows if a.native_code == "791")

@@ -64,7 +64,8 @@ def test_devices_show_as_tiles_with_status(make_window, qtbot, devices):
     window.ingest(testing.batch_of(observations=mazak03_until(devices, fault_line, fault_line)))
     qtbot.waitUntil(lambda: tile(window, "mtc_adapter004").get("state") == "ALARM")
     assert "MUST INPUT CUTTING SPEED" in tile(window, "mtc_adapter004")["reason"]
-    assert tile(window, "mtc_adapter004")["alarm"].startswith("UNACK ALARM")
+    # Marked with the priority of its worst alarm: FAULT is critical (the conditions rule).
+    assert tile(window, "mtc_adapter004")["alarm"].startswith("CRITICAL · UNACK ALARM")
     assert "alarm" in window.windowTitle()
 
 
@@ -120,12 +121,12 @@ def test_fault_shows_the_banner_once_without_a_tray(make_window, qtbot, devices)
         window.ingest(testing.batch_of(observations=fault))
     assert not window.banner.isVisible()
 
-    # Newest first: the fault on top, the day's earlier warnings below it.
-    model = window.alarm_table.table_model
+    # In the Alarms page: the active fault on top, the day's earlier warnings below it.
+    model = window.alarm_pages.active_view.model
     qtbot.waitUntil(lambda: model.rowCount() > 0)
-    rows = [[model.index(r, c).data() for c in range(6)] for r in range(model.rowCount())]
-    assert rows[0][1:] == ["Mazak03", "FAULT", "791", "MUST INPUT CUTTING SPEED", "ACTIVE"]
-    assert [r[2] for r in rows[1:]] == ["WARNING"] * (len(rows) - 1)
+    rows = [[model.index(r, c).data() for c in range(7)] for r in range(model.rowCount())]
+    assert [rows[0][c] for c in (0, 1, 2, 4, 6)] == ["Unacknowledged", "critical", "Mazak03", "MUST INPUT CUTTING SPEED", "791"]
+    assert [r[1] for r in rows[1:]] == ["medium"] * (len(rows) - 1)
 
 
 def test_alarm_table_follows_clear_and_reactivation(make_window, qtbot, devices):
@@ -135,12 +136,14 @@ def test_alarm_table_follows_clear_and_reactivation(make_window, qtbot, devices)
                   if "|motion_cond|Fault|711|" in l]
     with qtbot.waitSignal(window.notifier.notification_shown) as shown:
         window.ingest(testing.batch_of(devices, mazak03_until(devices, faults_711[1])))
-    assert shown.args[0] == "3 new faults"  # flood control: one summary for one batch
-    model = window.alarm_table.table_model
+    assert shown.args[0] == "3 new alarms"  # one summary pop-up for one batch
+    assert [line.split(":")[1].strip() for line in shown.args[1].splitlines()] == ["FAULT 791", "FAULT 711", "FAULT 711"]
+    model = window.alarm_pages.active_view.model
     qtbot.waitUntil(lambda: model.rowCount() > 3)
-    faults = [(model.index(r, 3).data(), model.index(r, 5).data())
-              for r in range(model.rowCount()) if model.index(r, 2).data() == "FAULT"]
-    assert faults == [("711", "ACTIVE"), ("711", "CLEARED"), ("791", "CLEARED")]
+    faults = [(model.index(r, 6).data(), model.index(r, 0).data())
+              for r in range(model.rowCount()) if model.index(r, 1).data() == "critical"]
+    # The faults that came and went stay listed until acknowledged, below the active one.
+    assert faults == [("711", "Unacknowledged"), ("711", "Returned, unacknowledged"), ("791", "Returned, unacknowledged")]
 
 
 def test_history_of_cleared_faults_does_not_pop_up(make_window, qtbot, devices):
@@ -149,7 +152,7 @@ def test_history_of_cleared_faults_does_not_pop_up(make_window, qtbot, devices):
     history = dataclasses.replace(testing.batch_of(devices, mazak03_until(devices, 20_000)), catching_up=True)
     with qtbot.assertNotEmitted(window.notifier.notification_shown):
         window.ingest(history)
-    qtbot.waitUntil(lambda: window.alarm_table.table_model.rowCount() > 0)
+    qtbot.waitUntil(lambda: window.alarm_pages.active_view.model.rowCount() > 0)
     assert not window.banner.isVisible()
 
 

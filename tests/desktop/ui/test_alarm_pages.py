@@ -1,0 +1,243 @@
+"""The alarm pages in the real main window, fed by the real feed from a real broker with
+Mazak03's recorded day: an operator's acknowledgement from the table changes the row's ISA
+state and is shared through `monitor.alarm-acks`."""
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from PySide6.QtCore import Qt
+
+import kafka_readers
+import recorded_nist as testing
+from desktop.core.alarms.timeutil import parse_timestamp
+from desktop.core.settings import Settings
+from desktop.ui.alarm_views import NoteDialog, ShelveDialog
+from kafka_records import create_topics, device_messages, mazak03_observations, observation_messages, produce
+from modal import when_modal
+from producer import wire
+
+MAZAK03_DAY = "Mazak03-20161116-20161117.txt"
+STATE, PRIORITY, MACHINE, ALARM, CODE, ACKED_BY = 0, 1, 2, 4, 6, 7
+
+
+def fault_791_line() -> int:
+    """The line of the recorded day's first Fault (791), found in the file itself."""
+    lines = testing.nist_shdr(MAZAK03_DAY).read_text(encoding="utf-8").splitlines()
+    return next(number for number, line in enumerate(lines, start=1) if "|motion_cond|Fault|791|" in line)
+
+
+@pytest.fixture(scope="module")
+def devices():
+    return testing.load_devices()
+
+
+@pytest.fixture
+def live_window(make_window, qtbot, kafka_broker, topic_prefix, devices):
+    """A window on the broker that has read Mazak03's day up to its first Fault, live."""
+    client = {"bootstrap.servers": kafka_broker.bootstrap}
+    create_topics(client, topic_prefix)
+    window = make_window(Settings(mode="remote", bootstrap_servers=kafka_broker.bootstrap, topic_prefix=topic_prefix))
+    window.show()
+    window.start()
+    # Written once the feed runs, so it is live data (history pops nothing up).
+    qtbot.waitUntil(lambda: window.feed_state == "connected", timeout=60_000)
+    with qtbot.waitSignal(window.notifier.notification_shown, timeout=60_000):
+        produce(client, device_messages(devices, topic_prefix)
+                + observation_messages(mazak03_observations(devices, last_line=fault_791_line()), topic_prefix))
+    return window
+
+
+def rows(window) -> list[list[str]]:
+    model = window.alarm_pages.active_view.model
+    return [[model.index(r, c).data() for c in range(model.columnCount())] for r in range(model.rowCount())]
+
+
+def row_of(window, code: str) -> int:
+    return next(r for r, row in enumerate(rows(window)) if row[CODE] == code and row[PRIORITY] == "critical")
+
+
+def select_only(view, row: int) -> None:
+    """Select one row whatever was selected (selectRow toggles while a modifier seems held)."""
+    selection = view.table.selectionModel()
+    selection.select(view.model.index(row, 0), selection.SelectionFlag.ClearAndSelect | selection.SelectionFlag.Rows)
+    assert [view.model.alarm_at(row).alarm_id] == view.selected_ids()
+
+
+def focus_table(qtbot, window) -> None:
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=10_000)
+    window.alarm_pages.active_view.table.setFocus()
+    qtbot.waitUntil(window.alarm_pages.active_view.table.hasFocus, timeout=10_000)
+
+
+def shared_state(bootstrap: str, prefix: str, alarm_id: str, what: str, timeout: float = 30.0) -> dict:
+    """The alarm's latest record on the acks topic once it has `what` (read with a consumer of the test's own)."""
+    topic = wire.topic_name(wire.ALARM_ACKS, prefix)
+    deadline = time.monotonic() + timeout
+    while True:
+        value = kafka_readers.latest_by_key(bootstrap, topic).get(alarm_id)
+        if value is not None and value.get(what):
+            return value
+        assert time.monotonic() < deadline, f"no {what} for {alarm_id} on {topic} within {timeout:.0f} s: {value}"
+        time.sleep(0.2)
+
+
+def test_acknowledging_from_the_alarms_page_changes_the_row_and_is_shared(live_window, qtbot, kafka_broker, topic_prefix):
+    window = live_window
+    # The page is reached by keyboard from the window.
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=10_000)
+    qtbot.keyClick(window.tabs, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)
+    assert window.tabs.currentWidget() is window.alarm_pages.active_view
+    qtbot.waitUntil(lambda: any(row[CODE] == "791" for row in rows(window)))
+    row = row_of(window, "791")
+    assert rows(window)[row][STATE] == "Unacknowledged"
+    assert (rows(window)[row][MACHINE], rows(window)[row][ALARM]) == ("Mazak03", "MUST INPUT CUTTING SPEED")
+    alarm_id = window.alarm_pages.active_view.model.alarm_at(row).alarm_id
+
+    view = window.alarm_pages.active_view
+    select_only(view, row)
+    focus_table(qtbot, window)
+
+    def fill(dialog):
+        dialog.note.setText("speed entered on the panel")
+        dialog.accept()
+
+    when_modal(lambda w: isinstance(w, NoteDialog), fill)
+    qtbot.keyClick(view.table, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+
+    # The fault is still present: Acknowledged-Active, by this operator, back from the core thread.
+    operator = window.alarm_pages.operator
+    qtbot.waitUntil(lambda: rows(window)[row_of(window, "791")][STATE] == "Acknowledged", timeout=10_000)
+    assert rows(window)[row_of(window, "791")][ACKED_BY] == operator
+    # Off the top: unacknowledged alarms (the day's warnings) come first now.
+    above = rows(window)[:row_of(window, "791")]
+    assert above and all(r[STATE].split(" (")[0] in ("Unacknowledged", "Returned, unacknowledged") for r in above)
+
+    value = shared_state(kafka_broker.bootstrap, topic_prefix, alarm_id, "acknowledged")
+    assert value["alarm_id"] == alarm_id and value["device_uuid"] == "mtc_adapter004"
+    assert (value["acknowledged"]["by"], value["acknowledged"]["station"], value["acknowledged"]["note"]) == \
+        (operator, socket.gethostname(), "speed entered on the panel")
+    # Read back by the station's own reader and merged: the journal holds the acknowledgement once.
+    # (the journal is written before the row changed, so there is nothing to wait for)
+    journal_acks = [e for e in window.alarm_pages.journal.search(kinds=["acknowledged"]) if e.alarm_id == alarm_id]
+    assert [(e.by_user, e.note) for e in journal_acks] == [(operator, "speed entered on the panel")]
+
+
+def test_shelving_and_unshelving_from_the_alarms_page(live_window, qtbot, kafka_broker, topic_prefix):
+    window = live_window
+    window.alarm_pages.show_page("alarms")
+    qtbot.waitUntil(lambda: any(row[CODE] == "791" for row in rows(window)))
+    view = window.alarm_pages.active_view
+    alarm_id = view.model.alarm_at(row_of(window, "791")).alarm_id
+    select_only(view, row_of(window, "791"))
+    focus_table(qtbot, window)
+
+    def fill(dialog):
+        dialog.duration.setCurrentIndex(0)  # 15 min
+        dialog.reason.setText("feed override test")
+        dialog.accept()
+
+    when_modal(lambda w: isinstance(w, ShelveDialog), fill)
+    qtbot.keyClick(view.table, Qt.Key.Key_H, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: rows(window)[row_of(window, "791")][STATE] == "Shelved", timeout=10_000)
+    value = shared_state(kafka_broker.bootstrap, topic_prefix, alarm_id, "shelve")
+    assert (value["shelve"]["state"], value["shelve"]["reason"]) == ("shelved", "feed override test")
+    assert 899 <= parse_timestamp(value["shelve"]["until"]) - parse_timestamp(value["shelve"]["at"]) <= 901
+
+    select_only(view, row_of(window, "791"))
+    focus_table(qtbot, window)
+    qtbot.keyClick(view.table, Qt.Key.Key_U, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: rows(window)[row_of(window, "791")][STATE] == "Unacknowledged", timeout=10_000)
+    deadline = time.monotonic() + 30
+    while shared_state(kafka_broker.bootstrap, topic_prefix, alarm_id, "shelve")["shelve"]["state"] != "unshelved":
+        assert time.monotonic() < deadline, "the unshelve never reached the acks topic"
+        time.sleep(0.2)
+
+
+# -- in the window without a broker: tiles, pop-ups and the horn from the recorded day -------
+
+
+def line_of(text: str) -> int:
+    lines = testing.nist_shdr(MAZAK03_DAY).read_text(encoding="utf-8").splitlines()
+    return next(number for number, line in enumerate(lines, start=1) if text in line)
+
+
+def mazak03_lines(devices, first: int, last: int):
+    device = testing.device_named(devices, "Mazak03")
+    return [o for _, o in testing.shdr_observations(testing.nist_shdr(MAZAK03_DAY), device, first, last)]
+
+
+def test_tile_popups_and_horn_follow_the_priority_of_the_alarms(make_window, qtbot, devices):
+    window = make_window(Settings(notify="faults_and_warnings"))
+    window.show()
+    styles: list[str] = []
+    window.notifier.popup_styled.connect(styles.append)
+    warning = line_of("|system_cond|Warning|416|")
+    # A Warning is medium (the conditions rule): listed and marked on the tile, no pop-up, no horn.
+    with qtbot.assertNotEmitted(window.notifier.notification_shown, wait=500):
+        window.ingest(testing.batch_of(devices, mazak03_lines(devices, 1, warning)))
+        qtbot.waitUntil(lambda: window.overview.grid.texts.get("mtc_adapter004", {}).get("alarm", "")
+                        .startswith("MEDIUM · UNACK ALARM"))
+    assert not window.notifier.horn_sounding and not window.horn_label.isVisible()
+
+    # A Fault is critical: a critical pop-up, the tile says so, the horn sounds.
+    fault = line_of("|motion_cond|Fault|791|")
+    with qtbot.waitSignal(window.notifier.notification_shown):
+        window.ingest(testing.batch_of(observations=mazak03_lines(devices, warning + 1, fault)))
+    assert styles == ["critical"]
+    qtbot.waitUntil(lambda: window.overview.grid.texts["mtc_adapter004"]["alarm"].startswith("CRITICAL · UNACK ALARM"))
+    qtbot.waitUntil(lambda: window.notifier.horn_sounding)
+    assert window.horn_label.isVisible()
+
+    # Muted from the Alarms page: silent; acknowledged: silent for good, the tile still marked
+    # (the fault is present) but acknowledged.
+    window.alarm_pages.show_page("alarms")
+    window.alarm_pages.active_view.mute_requested.emit(300.0)
+    assert not window.notifier.horn_sounding and not window.horn_label.isVisible()
+    window.notifier.horn.unmute()
+    qtbot.waitUntil(lambda: window.notifier.horn_sounding)
+    fault_id = next(a.alarm_id for a in window.alarm_pages.alarms.values() if a.native_code == "791")
+    window.alarm_pages.active_view.acknowledge_requested.emit([fault_id], "")
+    qtbot.waitUntil(lambda: not window.notifier.horn_sounding, timeout=10_000)
+    # (the day's Warnings before it had returned to Normal: acknowledged-active is the worst state left)
+    qtbot.waitUntil(lambda: window.overview.grid.texts["mtc_adapter004"]["alarm"].startswith("CRITICAL · ALARM ACK'D"))
+
+
+def test_journal_and_kpi_pages_are_filled_off_the_gui_thread_for_the_screenshot_views(make_window, qtbot, devices):
+    from desktop.ui.views import get_view
+
+    window = make_window()
+    window.show()
+    fault = line_of("|motion_cond|Fault|791|")
+    window.ingest(testing.batch_of(devices, mazak03_lines(devices, 1, fault)))
+    qtbot.waitUntil(lambda: any(a.native_code == "791" for a in window.alarm_pages.alarms.values()))
+    # The file's own count: every Warning/Fault line with a code that is not active yet
+    # starts an alarm (the conditions rule alarms both levels).
+    lines = testing.nist_shdr(MAZAK03_DAY).read_text(encoding="utf-8").splitlines()[:fault]
+    active: set[tuple[str, str]] = set()
+    activations = 0
+    for line in lines:
+        fields = line.split("|")
+        if len(fields) > 3 and fields[1].endswith("_cond"):
+            if fields[2] in ("Warning", "Fault") and (fields[1], fields[3]) not in active:
+                active.add((fields[1], fields[3]))
+                activations += 1
+            elif fields[2] in ("Normal", "Unavailable"):
+                active = {key for key in active if key[0] != fields[1] or (fields[3] and key[1] != fields[3])}
+
+    journal = get_view("journal")
+    widget = journal.show(window)
+    qtbot.waitUntil(lambda: journal.ready(window, widget), timeout=10_000)
+    assert window.tabs.currentWidget() is window.alarm_pages.journal_view
+    table = window.alarm_pages.journal_view.table
+    raised = [table.item(r, 4).text() for r in range(table.rowCount()) if table.item(r, 1).text() == "raised"]
+    assert len(raised) == activations and raised[-1] == "MUST INPUT CUTTING SPEED"
+
+    kpis = get_view("kpis")
+    widget = kpis.show(window)
+    qtbot.waitUntil(lambda: kpis.ready(window, widget), timeout=10_000)
+    assert window.tabs.currentWidget() is window.alarm_pages.kpi_view
+    assert window.alarm_pages.kpi_view.values["alarms"].text() == str(activations)
