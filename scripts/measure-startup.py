@@ -9,7 +9,11 @@ first-run wizard (local mode). Measured from the moment the process is spawned:
 - **window**: until the main window is mapped on the display (polled with `xwininfo`
   every 20 ms);
 - **first data**: until the app prints that the first observations reached the window
-  (they came from the replay agent through the producer and Kafka).
+  (they came from the replay agent through the producer and Kafka);
+- **CPU to first data**: the CPU time (user + system) the app and every process it started
+  (broker, replay agent, producer) had used by then, from /proc/<pid>/stat - the figure that
+  compares across machine loads, where the wall-clock ones stretch with the load. Each line
+  also gives the load average.
 
 Four kinds of start: *cold* - none of the app's files (nor the Java runtime's) are in the
 page cache (each is dropped with posix_fadvise DONTNEED, which touches no other file), a new
@@ -76,11 +80,39 @@ def window_mapped(display: int) -> bool:
     return False
 
 
-def one_start(app: Path, env: dict, display: int, shot: Path) -> tuple[float, float]:
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(root: int) -> float:
+    """User + system CPU seconds of `root` and all its descendants still running."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                text = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = text[text.rindex(")") + 2:].split()  # after the command name, which may hold spaces
+            stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # ppid, utime + stime
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, _ticks) in stats.items():
+            if ppid == parent and pid not in tree:
+                tree.add(pid)
+                frontier.append(pid)
+    return sum(stats[pid][1] for pid in tree if pid in stats) / CLOCK_TICKS
+
+
+def load_average() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+def one_start(app: Path, env: dict, display: int, shot: Path) -> tuple[float, float, float]:
     started = time.monotonic()
     process = subprocess.Popen([str(app), "--screenshot", str(shot), "--after", "0"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-    window_s = first_data_s = None
+    window_s = first_data_s = cpu_s = None
     os.set_blocking(process.stdout.fileno(), False)
     buffer = ""
     while time.monotonic() - started < TIMEOUT_S:
@@ -94,6 +126,7 @@ def one_start(app: Path, env: dict, display: int, shot: Path) -> tuple[float, fl
             buffer += chunk
             if first_data_s is None and "first observations received" in buffer:
                 first_data_s = time.monotonic() - started
+                cpu_s = tree_cpu_s(process.pid)
         if process.poll() is not None and first_data_s is not None:
             break
         if process.poll() is not None:
@@ -103,7 +136,7 @@ def one_start(app: Path, env: dict, display: int, shot: Path) -> tuple[float, fl
     process.wait(120)
     if window_s is None or first_data_s is None:
         raise SystemExit(f"no window or no data within {TIMEOUT_S:g} s:\n{buffer[-3000:]}")
-    return window_s, first_data_s
+    return window_s, first_data_s, cpu_s
 
 
 def main() -> int:
@@ -117,7 +150,7 @@ def main() -> int:
     if not shutil.which("Xvfb") or not shutil.which("xwininfo"):
         raise SystemExit("needs Xvfb and xwininfo (apt-get install xvfb x11-utils)")
     server = start_xvfb(args.display)
-    results: dict[str, list[tuple[float, float]]] = {}
+    results: dict[str, list[tuple[float, float, float]]] = {}
     try:
         for round_number in range(args.rounds):
             for broker_running in (False, True):
@@ -135,23 +168,33 @@ def main() -> int:
                     for kind in ("cold", "warm"):
                         if kind == "cold":
                             drop_from_page_cache(folder)
-                        window_s, data_s = one_start(app, env, args.display, base / "shot.png")
+                        load_before = load_average()
+                        window_s, data_s, cpu_s = one_start(app, env, args.display, base / "shot.png")
                         label = f"{kind}, {'broker already running' if broker_running else 'no broker running'}"
-                        results.setdefault(label, []).append((window_s, data_s))
-                        print(f"round {round_number + 1}: {label}: window {window_s:.1f} s, first data {data_s:.1f} s",
-                              flush=True)
+                        results.setdefault(label, []).append((window_s, data_s, cpu_s))
+                        print(f"round {round_number + 1}: {label}: window {window_s:.1f} s, first data {data_s:.1f} s, "
+                              f"CPU to first data {cpu_s:.1f} s (load average {load_before} before, "
+                              f"{load_average()} after)", flush=True)
                 finally:
                     subprocess.run([str(app), "producer", "broker", "stop"], env=env, capture_output=True, timeout=120)
                     shutil.rmtree(base, ignore_errors=True)
     finally:
         server.terminate()
         server.wait(10)
-    print("\n| start | window (median, min–max) | first data (median, min–max) |\n|---|---|---|")
+    print("\n| start | window (median, min–max) | first data (median, min–max) | CPU to first data (median) |\n"
+          "|---|---|---|---|")
     for label, values in results.items():
-        windows = [w for w, _ in values]
-        datas = [d for _, d in values]
+        windows = [w for w, _, _ in values]
+        datas = [d for _, d, _ in values]
+        cpus = [c for _, _, c in values]
         print(f"| {label} | {statistics.median(windows):.1f} s ({min(windows):.1f}–{max(windows):.1f}) "
-              f"| {statistics.median(datas):.1f} s ({min(datas):.1f}–{max(datas):.1f}) |")
+              f"| {statistics.median(datas):.1f} s ({min(datas):.1f}–{max(datas):.1f}) | {statistics.median(cpus):.1f} s |")
+    cold = results.get("cold, no broker running", [])
+    if cold:
+        print(f"BENCH startup cold_window_s={statistics.median(w for w, _, _ in cold):.1f} "
+              f"cold_first_data_s={statistics.median(d for _, d, _ in cold):.1f} "
+              f"cold_cpu_s={statistics.median(c for _, _, c in cold):.1f} rounds={args.rounds} "
+              f"cores={os.cpu_count()} load_average={load_average()}")
     return 0
 
 
