@@ -135,7 +135,9 @@ def one_start(app: Path, env: dict, display: int, shot: Path) -> tuple[float, fl
             break
         if process.poll() is not None:
             rest = process.stdout.read() or ""
-            raise SystemExit(f"the app exited with {process.returncode} before its first data:\n{(buffer + rest)[-3000:]}")
+            window = f"window at {window_s:.1f} s" if window_s is not None else "no window"
+            raise SystemExit(f"the app exited with {process.returncode} before its first data ({window}):\n"
+                             f"{(buffer + rest)[-3000:]}\n({window})")
         time.sleep(POLL_S)
     process.wait(120)
     if window_s is None or first_data_s is None:
