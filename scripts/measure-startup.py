@@ -185,7 +185,7 @@ def main() -> int:
                             # A start that fails (on a loaded machine: the app's own 120 s limit
                             # for the first data) is reported; the other starts still run.
                             print(f"round {round_number + 1}: {label}: FAILED (load average {load_before} before, "
-                                  f"{load_average()} after): {str(failed).strip().splitlines()[-1]}", flush=True)
+                                  f"{load_average()} after): {' '.join(str(failed).strip().splitlines()[-2:])}", flush=True)
                             failures += 1
                             continue
                         results.setdefault(label, []).append((window_s, data_s, cpu_s))
