@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the app and its tests need: Java 17 and Maven for the
-# local Kafka broker, Qt's X11 libraries, Xvfb and a tray host for the system-tray
-# tests, the freedesktop entry validator for the start-at-login test. Does nothing when
-# everything is present; as non-root it prints the command.
+# local Kafka broker, the JDK's jmods for the installed app's Java runtime, Qt's X11
+# libraries, Xvfb and a tray host for the system-tray tests, the freedesktop entry
+# validator for the start-at-login test. Does nothing when everything is present; as
+# non-root it prints the command.
 set -euo pipefail
 
 need=()
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
+# jlink and a JDK's jmods: the installed app's Java runtime is linked from them (build.spec).
+# Debian 12 ships the jmods in the JDK package, later releases in openjdk-17-jmods.
+if ! compgen -G "/usr/lib/jvm/*/jmods/java.base.jmod" >/dev/null; then
+  need+=(openjdk-17-jdk-headless)
+  apt-cache show openjdk-17-jmods >/dev/null 2>&1 && need+=(openjdk-17-jmods)
+fi
 command -v Xvfb >/dev/null 2>&1 || need+=(xvfb)
 command -v trayer >/dev/null 2>&1 || need+=(trayer)
 command -v xwd >/dev/null 2>&1 || need+=(x11-apps)
