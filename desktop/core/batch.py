@@ -146,6 +146,69 @@ def _key_text(key: bytes | None) -> str | None:
     return key.decode("utf-8", "replace") if key is not None else None
 
 
+_OPTIONAL_TEXT = ("device_name", "component", "component_id", "name", "sub_type", "units")
+_CONDITION_TEXT = ("native_code", "native_severity", "qualifier", "condition_id")
+# Fields `wire.observation_problem` checks only when present: an observation carrying any of
+# them takes the full check.
+_EXTRA_FIELDS = ("text", "reset_triggered", "sample_count", "sample_rate", "attributes")
+
+
+def _plainly_valid(value: Any, valid_stamps: set[str]) -> bool:
+    """True when `value` is certainly an observation `wire.observation_problem` accepts, in
+    the shape the producer writes (checked inline, without a call per field: this runs for
+    every record of a plant's stream). False only means "look closer": the full check then
+    decides, and words the problem. `valid_stamps` holds timestamps already matched."""
+    if type(value) is not dict:
+        return False
+    try:
+        if type(value["agent"]) is not str or type(value["type"]) is not str:
+            return False
+        uuid = value["device_uuid"]
+        item = value["data_item_id"]
+        if type(uuid) is not str or not uuid or type(item) is not str or not item:
+            return False
+        for name in _OPTIONAL_TEXT:
+            text = value[name]
+            if text is not None and type(text) is not str:
+                return False
+        sequence = value["sequence"]
+        if type(value["instance_id"]) is not int or type(sequence) is not int or sequence < 0:
+            return False
+        stamp = value["timestamp"]
+        if type(stamp) is not str:
+            return False
+        if stamp not in valid_stamps:
+            if wire._TIMESTAMP_FORM.fullmatch(stamp) is None:
+                return False
+            valid_stamps.add(stamp)
+        category = value["category"]
+        number = value["value"]
+        if category == "SAMPLE":
+            kind = type(number)
+            if not (kind is str or kind is int or (kind is float and number - number == 0.0)):
+                return False
+        elif category == "EVENT":
+            if type(number) is not str:
+                return False
+        elif category == "CONDITION":
+            if number is not None and type(number) is not str:
+                return False
+            if value["level"] not in wire.CONDITION_LEVELS:
+                return False
+            for name in _CONDITION_TEXT:
+                text = value[name]
+                if text is not None and type(text) is not str:
+                    return False
+        else:
+            return False
+    except (KeyError, TypeError):
+        return False
+    for name in _EXTRA_FIELDS:
+        if name in value:
+            return False
+    return True
+
+
 def build_batch(records: Iterable[Record], topic_prefix: str = "") -> Batch:
     """Decode and check records into one batch; bad records are skipped, never raised."""
     devices_topic = wire.topic_name(wire.DEVICES, topic_prefix)
@@ -161,33 +224,86 @@ def build_batch(records: Iterable[Record], topic_prefix: str = "") -> Batch:
     skipped: list[SkippedRecord] = []
     skipped_count = 0
     count = 0
-    seen: dict[str, float] = {}
-    partitions: dict[str, set[int]] = {}
+    seen_ms: dict[str, int] = {}
+    device_partitions: set[tuple[str, int]] = set()
+    # Within one batch most observations share a few timestamps (an agent stamps a scan's
+    # items alike): each is matched and parsed once.
+    valid_stamps: set[str] = set()
+    epochs: dict[str, float] = {}
+    loads = _orjson.loads if _orjson is not None else None
+    append = observations.append
 
     for record in records:
         count += 1
-        if record.topic not in (observations_topic, devices_topic, status_topic):
+        topic = record.topic
+        if topic == observations_topic:
+            # The common case inline: orjson decodes, the plain shape is checked in one call.
+            value = None
+            if loads is not None and record.value is not None:
+                try:
+                    value = loads(record.value)
+                except _orjson.JSONDecodeError:
+                    value = None
+            if value is None or not _plainly_valid(value, valid_stamps):
+                value = None
+                try:
+                    problem = _take(record, observations_topic, devices_topic, devices, statuses, observations,
+                                    sample_times, sample_values, errors)
+                except Exception as exc:  # noqa: BLE001 - a record must never stop the feed; it is reported
+                    problem = f"could not be read ({type(exc).__name__})"
+                if problem is not None:
+                    skipped_count += 1
+                    if len(skipped) < MAX_SKIPPED:
+                        skipped.append(SkippedRecord(topic, record.partition, record.offset, problem))
+                    continue
+                value = observations[-1]
+            else:
+                if value["category"] == "SAMPLE":
+                    number = value["value"]
+                    if number.__class__ is float or number.__class__ is int:
+                        stamp = value["timestamp"]
+                        moment = epochs.get(stamp)
+                        if moment is None:
+                            try:
+                                moment = epochs[stamp] = parse_timestamp(stamp)
+                            except (ValueError, OverflowError):
+                                errors.append(f"bad timestamp {stamp[:40]!r} at {_where(record)}")
+                        if moment is not None:
+                            series_key = (value["device_uuid"], value["data_item_id"])
+                            times = sample_times.get(series_key)
+                            if times is None:
+                                sample_times[series_key] = [moment]
+                                sample_values[series_key] = [float(number)]
+                            else:
+                                times.append(moment)
+                                sample_values[series_key].append(float(number))
+                append(value)
+            stamp_ms = record.timestamp_ms
+            if stamp_ms:
+                device = value["device_uuid"]
+                device_partitions.add((device, record.partition))
+                if stamp_ms > seen_ms.get(device, 0):
+                    seen_ms[device] = stamp_ms
+            continue
+        if topic not in (devices_topic, status_topic):
             continue  # records of other topics are not ours to interpret; they only count
         try:
             problem = _take(record, observations_topic, devices_topic, devices, statuses, observations,
                             sample_times, sample_values, errors)
         except Exception as exc:  # noqa: BLE001 - a record must never stop the feed; it is reported
             problem = f"could not be read ({type(exc).__name__})"
-        if problem is None and record.timestamp_ms and record.topic == observations_topic and observations:
-            device = observations[-1]["device_uuid"]
-            partitions.setdefault(device, set()).add(record.partition)
-            moment = record.timestamp_ms / 1000.0
-            if moment > seen.get(device, 0.0):
-                seen[device] = moment
         if problem is not None:
             skipped_count += 1
             if len(skipped) < MAX_SKIPPED:
-                skipped.append(SkippedRecord(record.topic, record.partition, record.offset, problem))
+                skipped.append(SkippedRecord(topic, record.partition, record.offset, problem))
 
     samples = {
         series_key: SampleSeries(_frozen_array(times), _frozen_array(sample_values[series_key]))
         for series_key, times in sample_times.items()
     }
+    partitions: dict[str, set[int]] = {}
+    for device, number in device_partitions:
+        partitions.setdefault(device, set()).add(number)
     return Batch(
         devices=tuple(devices),
         agent_statuses=tuple(statuses),
@@ -197,7 +313,7 @@ def build_batch(records: Iterable[Record], topic_prefix: str = "") -> Batch:
         record_count=count,
         skipped=tuple(skipped),
         skipped_count=skipped_count,
-        seen=MappingProxyType(seen),
+        seen=MappingProxyType({device: stamp / 1000.0 for device, stamp in seen_ms.items()}),
         observation_records=len(observations),
         partitions=MappingProxyType({device: frozenset(numbers) for device, numbers in partitions.items()}),
     )
