@@ -84,6 +84,10 @@ _DEFAULT_PROPERTIES = {
     # A broker that is back is reached within 2 s instead of up to librdkafka's 10 s.
     "reconnect.backoff.max.ms": "2000",
     "socket.connection.setup.timeout.ms": "10000",
+    # Records fetched ahead of consume(): librdkafka's default (64 MB) is what an app that
+    # falls behind a plant's stream holds on top of its own state; 32 MB is still over a
+    # second of 50,000 records/s.
+    "queued.max.messages.kbytes": "32768",
 }
 
 
