@@ -146,36 +146,52 @@ def _key_text(key: bytes | None) -> str | None:
     return key.decode("utf-8", "replace") if key is not None else None
 
 
-_OPTIONAL_TEXT = ("device_name", "component", "component_id", "name", "sub_type", "units")
-_CONDITION_TEXT = ("native_code", "native_severity", "qualifier", "condition_id")
-# Fields `wire.observation_problem` checks only when present: an observation carrying any of
-# them takes the full check.
-_EXTRA_FIELDS = ("text", "reset_triggered", "sample_count", "sample_rate", "attributes")
+# The plain shape: exactly these fields (a Condition has five more). An observation with any
+# other field (text, attributes, sample_count...) takes the full check.
+_PLAIN_FIELDS = 15
+_CONDITION_FIELDS = 20
 
 
 def _plainly_valid(value: Any, valid_stamps: set[str]) -> bool:
     """True when `value` is certainly an observation `wire.observation_problem` accepts, in
     the shape the producer writes (checked inline, without a call per field: this runs for
     every record of a plant's stream). False only means "look closer": the full check then
-    decides, and words the problem. `valid_stamps` holds timestamps already matched."""
-    if type(value) is not dict:
+    decides, and words the problem. `valid_stamps` holds timestamps already matched.
+
+    Every field of the plain shape is read below (a missing one is a KeyError), so a field
+    count equal to the shape's means no other field is there."""
+    if value.__class__ is not dict:
         return False
     try:
-        if type(value["agent"]) is not str or type(value["type"]) is not str:
+        if value["agent"].__class__ is not str or value["type"].__class__ is not str:
             return False
         uuid = value["device_uuid"]
         item = value["data_item_id"]
-        if type(uuid) is not str or not uuid or type(item) is not str or not item:
+        if uuid.__class__ is not str or not uuid or item.__class__ is not str or not item:
             return False
-        for name in _OPTIONAL_TEXT:
-            text = value[name]
-            if text is not None and type(text) is not str:
-                return False
+        text = value["device_name"]
+        if text is not None and text.__class__ is not str:
+            return False
+        text = value["component"]
+        if text is not None and text.__class__ is not str:
+            return False
+        text = value["component_id"]
+        if text is not None and text.__class__ is not str:
+            return False
+        text = value["name"]
+        if text is not None and text.__class__ is not str:
+            return False
+        text = value["sub_type"]
+        if text is not None and text.__class__ is not str:
+            return False
+        text = value["units"]
+        if text is not None and text.__class__ is not str:
+            return False
         sequence = value["sequence"]
-        if type(value["instance_id"]) is not int or type(sequence) is not int or sequence < 0:
+        if value["instance_id"].__class__ is not int or sequence.__class__ is not int or sequence < 0:
             return False
         stamp = value["timestamp"]
-        if type(stamp) is not str:
+        if stamp.__class__ is not str:
             return False
         if stamp not in valid_stamps:
             if wire._TIMESTAMP_FORM.fullmatch(stamp) is None:
@@ -184,29 +200,23 @@ def _plainly_valid(value: Any, valid_stamps: set[str]) -> bool:
         category = value["category"]
         number = value["value"]
         if category == "SAMPLE":
-            kind = type(number)
-            if not (kind is str or kind is int or (kind is float and number - number == 0.0)):
-                return False
-        elif category == "EVENT":
-            if type(number) is not str:
-                return False
-        elif category == "CONDITION":
-            if number is not None and type(number) is not str:
-                return False
-            if value["level"] not in wire.CONDITION_LEVELS:
-                return False
-            for name in _CONDITION_TEXT:
-                text = value[name]
-                if text is not None and type(text) is not str:
-                    return False
-        else:
+            kind = number.__class__
+            return (kind is float and number - number == 0.0 or kind is int or kind is str) and len(value) == _PLAIN_FIELDS
+        if category == "EVENT":
+            return number.__class__ is str and len(value) == _PLAIN_FIELDS
+        if category != "CONDITION" or len(value) != _CONDITION_FIELDS:
             return False
+        if number is not None and number.__class__ is not str:
+            return False
+        if value["level"] not in wire.CONDITION_LEVELS:
+            return False
+        for name in ("native_code", "native_severity", "qualifier", "condition_id"):
+            text = value[name]
+            if text is not None and text.__class__ is not str:
+                return False
+        return True
     except (KeyError, TypeError):
         return False
-    for name in _EXTRA_FIELDS:
-        if name in value:
-            return False
-    return True
 
 
 def build_batch(records: Iterable[Record], topic_prefix: str = "") -> Batch:
