@@ -47,8 +47,9 @@ from desktop.core.batch import Batch, BatchGate, Record, SkippedRecord, build_ba
 
 DEFAULT_HISTORY_SECONDS = 600.0
 # Records per consume() at most: large enough that a plant's stream (tens of thousands of
-# records a second) is a few batches a second, not hundreds.
-CONSUME_BATCH = 5000
+# records a second) is a few batches a second, not hundreds - the per-batch work (an array
+# and a ring-buffer append per series, a view per machine) is then spread over many records.
+CONSUME_BATCH = 20_000
 CONSUME_TIMEOUT = 0.2
 # How often to look at the cluster metadata: for topics not there yet and while not
 # connected (to notice the broker is back), and, less often, for partitions added later.
@@ -68,6 +69,7 @@ STALLED_AFTER = 3.5
 UNREACHABLE_AFTER = 7.0
 
 _instance_counter = itertools.count(1)
+_new_record = tuple.__new__
 _kafka_log = logging.getLogger("desktop.kafka")
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,10 @@ _DEFAULT_PROPERTIES = {
     # A broker that is back is reached within 2 s instead of up to librdkafka's 10 s.
     "reconnect.backoff.max.ms": "2000",
     "socket.connection.setup.timeout.ms": "10000",
+    # Records fetched ahead of consume(): librdkafka's default (64 MB) is what an app that
+    # falls behind a plant's stream holds on top of its own state; 32 MB is still over a
+    # second of 50,000 records/s.
+    "queued.max.messages.kbytes": "32768",
 }
 
 
@@ -372,22 +378,21 @@ class Feed:
             while not stop_event.is_set():
                 messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=CONSUME_TIMEOUT)
                 records: list[Record] = []
+                append = records.append
                 problems: list[str] = self._assign_errors[:]
                 self._assign_errors.clear()
+                # The oldest Kafka timestamp of the batch: older than the feed is history.
+                oldest_ms = self._live_from_ms
                 for message in messages:
                     error = message.error()
                     if error is None:
-                        self._positions[(message.topic(), message.partition())] = message.offset() + 1
-                        records.append(
-                            Record(
-                                message.topic(),
-                                message.partition(),
-                                message.offset(),
-                                message.key(),
-                                message.value(),
-                                message.timestamp()[1],
-                            )
-                        )
+                        stamp_ms = message.timestamp()[1]
+                        if 0 < stamp_ms < oldest_ms:
+                            oldest_ms = stamp_ms
+                        # tuple.__new__: a NamedTuple's own constructor is Python code, and
+                        # this runs for every record of the stream.
+                        append(_new_record(Record, (message.topic(), message.partition(), message.offset(),
+                                                    message.key(), message.value(), stamp_ms)))
                         continue
                     if error.fatal():
                         raise KafkaException(error)
@@ -396,6 +401,9 @@ class Feed:
                         self._set_status(WAITING, f"waiting for topic {message.topic()}")
                         continue
                     problems.append(f"Kafka error on {message.topic()} partition {message.partition()}: {error.str()}")
+                for record in records:
+                    # In partition order, so the last of each partition's records wins.
+                    self._positions[(record.topic, record.partition)] = record.offset + 1
                 if records:
                     self._contact()
                     self._set_status(CONNECTED, self.config.bootstrap_servers)
@@ -403,7 +411,7 @@ class Feed:
                     batch = build_batch(records, self.config.topic_prefix)
                     if batch.skipped_count:
                         self.skipped_log.add(batch.skipped, batch.skipped_count)
-                    if any(0 < (record.timestamp_ms or 0) < self._live_from_ms for record in records):
+                    if oldest_ms < self._live_from_ms:
                         batch = dataclasses.replace(batch, catching_up=True)
                     if problems:
                         batch = dataclasses.replace(batch, errors=tuple(problems) + batch.errors)

@@ -67,7 +67,9 @@ class MonitorModel:
         self.window_seconds = window_seconds
         self.offline_after = offline_after
         self.fleet = Fleet(offline_after)
-        self.series = SeriesStore(capacity)
+        # Live points older than the window are not kept: the feed reads that much history at
+        # start, and a detail view loads longer look-backs from Kafka.
+        self.series = SeriesStore(capacity, window_seconds)
         # Without a rules file: every MTConnect Condition (FAULT critical, WARNING medium).
         self.alarm_engine = AlarmEngine(rules or RuleSet.conditions_only(), station=station)
         self.journal = journal if journal is not None else AlarmJournal()
@@ -179,8 +181,13 @@ class MonitorModel:
         self.items_version += 1
 
     def _learn_observed_items(self, observations: tuple[Mapping[str, Any], ...]) -> None:
+        known = self._items
         for observation in observations:
-            items = self._items.setdefault(str(observation.get("device_uuid")), {})
+            # Nearly always known: two lookups, no string conversion (validated records hold strings).
+            items = known.get(observation.get("device_uuid"))
+            if items is not None and observation.get("data_item_id") in items:
+                continue
+            items = known.setdefault(str(observation.get("device_uuid")), {})
             item_id = str(observation.get("data_item_id"))
             if item_id not in items:
                 items[item_id] = {

@@ -1,8 +1,10 @@
 """Bounded, time-ordered buffers of (epoch seconds, value) samples, one per data item.
 
 The plot redraws from these many times a second, so appends are vectorised numpy copies and
-memory is bounded twice: by a point capacity per data item and by a time window at read
-time. Storage grows on demand up to twice the capacity and is compacted in place, which keeps
+memory is bounded twice: by a point capacity per data item and, when the buffer has one, by a
+time window applied as points arrive (older points are dropped, so a plant's thousands of
+series hold only the window the app reads from Kafka, not `capacity` points each - that is
+what kept the app's memory growing for half an hour). `snapshot` can narrow it further. Storage grows on demand up to twice the capacity and is compacted in place, which keeps
 the live points contiguous (a cheap slice to read) without a per-append shift. Time never
 goes backwards in a buffer: plotting needs a monotonic x axis, and a timestamp earlier than
 the last one means the source restarted (e.g. a replay looping), so the old points are
@@ -20,10 +22,12 @@ _INITIAL_SIZE = 256
 
 
 class RingBuffer:
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, window_seconds: float | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, not {capacity}")
         self.capacity = capacity
+        # Points older than the newest minus this are dropped as new ones arrive (None: keep).
+        self.window_seconds = window_seconds
         size = min(_INITIAL_SIZE, 2 * capacity)
         self._times = np.empty(size, dtype=np.float64)
         self._values = np.empty(size, dtype=np.float64)
@@ -73,6 +77,10 @@ class RingBuffer:
         self._end = end
         if len(self) > self.capacity:
             self._start = self._end - self.capacity
+        if self.window_seconds is not None:
+            cutoff = times[-1] - self.window_seconds
+            if self._times[self._start] < cutoff:
+                self._start += int(np.searchsorted(self._times[self._start : self._end], cutoff, side="left"))
         self.version += 1
 
     def _make_room(self, count: int) -> None:
@@ -106,8 +114,9 @@ class RingBuffer:
 class SeriesStore:
     """One `RingBuffer` per series key (device uuid, data item id), created on first data."""
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, window_seconds: float | None = None) -> None:
         self.capacity = capacity
+        self.window_seconds = window_seconds
         self._buffers: dict[Hashable, RingBuffer] = {}
 
     def __contains__(self, key: Hashable) -> bool:
@@ -125,7 +134,7 @@ class SeriesStore:
     def extend(self, key: Hashable, times: np.ndarray, values: np.ndarray) -> None:
         buffer = self._buffers.get(key)
         if buffer is None:
-            buffer = self._buffers[key] = RingBuffer(self.capacity)
+            buffer = self._buffers[key] = RingBuffer(self.capacity, self.window_seconds)
         buffer.extend(times, values)
 
     def clear(self) -> None:
