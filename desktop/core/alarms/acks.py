@@ -214,6 +214,9 @@ class AckOutbox:
         self.properties = dict(properties or {})
         self.on_error = on_error or (lambda message: None)
         self.last_error: str | None = None
+        # librdkafka's own lines while the broker is away (one per retry) once per kind until
+        # a record is delivered again, not on stderr.
+        self._log_throttle = None
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -268,6 +271,11 @@ class AckOutbox:
                 "error_cb": self._on_kafka_error,
             }
             config.update(self.properties)
+            if "logger" not in config:
+                from desktop.core.feed import KafkaLogThrottle
+
+                self._log_throttle = KafkaLogThrottle()
+                config["logger"] = self._log_throttle
             self._producer = Producer(config)
         return self._producer
 
@@ -283,6 +291,8 @@ class AckOutbox:
                 self.last_error = f"ack record {record_id} not delivered: {error}"
                 self.on_error(self.last_error)
                 return
+            if self._log_throttle is not None:
+                self._log_throttle.state_changed("delivering")
             with self._lock:
                 self._db.execute("UPDATE outbox SET delivered_at = ?, topic = ?, partition = ?, offset = ? WHERE record_id = ?",
                                  (time.time(), message.topic(), message.partition(), message.offset(), record_id))

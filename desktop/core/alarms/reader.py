@@ -38,11 +38,11 @@ from desktop.core.feed import (
     UNREACHABLE,
     WAITING,
     FeedConfig,
+    KafkaLogThrottle,
     SkippedRecordLog,
 )
 
 log = logging.getLogger(__name__)
-_kafka_log = logging.getLogger("desktop.kafka")
 
 CONSUME_BATCH = 500
 CONSUME_TIMEOUT = 0.2
@@ -83,6 +83,8 @@ class AckReader:
         self.topic = wire.topic_name(wire.ALARM_ACKS, topic_prefix)
         self.properties = dict(properties or {})
         self.skipped_log = SkippedRecordLog(logger)
+        # librdkafka's own lines (a broker away: one per retry) once per kind and reader state.
+        self.log_throttle = KafkaLogThrottle()
         self.skipped_count = 0
         self.record_count = 0
         self.failure: str | None = None  # why the reader's own thread ended, if it failed
@@ -108,6 +110,8 @@ class AckReader:
     def _set_status(self, state: str, detail: str = "") -> None:
         if state == self._state and state in (CONNECTED, STOPPED, WAITING):
             return
+        if state != self._state:
+            self.log_throttle.state_changed(state)
         self._state = state
         self._on_status(state, detail)
 
@@ -181,7 +185,7 @@ class AckReader:
         properties = FeedConfig(self.bootstrap_servers, self.topic_prefix, self.properties).consumer_properties()
         properties["group.id"] = properties["group.id"].replace("-desktop-", "-alarm-acks-", 1)
         properties["error_cb"] = self._on_kafka_error
-        properties.setdefault("logger", _kafka_log)
+        properties.setdefault("logger", self.log_throttle)
         return properties
 
     def run(self, stop_event: threading.Event, on_records: RecordsCallback,
