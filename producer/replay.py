@@ -202,6 +202,13 @@ class ReplayAgent:
     (the startup UNAVAILABLE and snapshot observations are not counted); at `max` speed
     without a limit each day plays once, otherwise days loop.
 
+    `max_rate` (observations per second) caps how fast the agent releases: the recorded days
+    come in bursts (machines that report many items at one instant, hours of silence before a
+    start-up), tens of thousands of observations a second for a moment even where the average
+    is a few thousand. With a cap, playback slows down for a burst instead - the observations
+    keep their order and spacing but are stamped with the moment they are released, as a
+    machine producing at most that rate would stamp them - so a load test offers a steady rate.
+
     `no_stream=True` makes an agent that cannot stream: `interval` and `heartbeat` are ignored
     and `sample`/`current` always answer one plain document, as some older or proxied agents
     do. `tls_cert` (PEM certificate chain) and `tls_key` (its PEM private key; omit it when
@@ -222,11 +229,15 @@ class ReplayAgent:
         no_stream: bool = False,
         tls_cert: Path | str | None = None,
         tls_key: Path | str | None = None,
+        max_rate: float | None = None,
     ):
         if buffer_size < 1:
             raise ValueError("buffer_size must be at least 1")
         if limit is not None and limit < 0:
             raise ValueError("limit must be >= 0")
+        if max_rate is not None and not (max_rate > 0 and math.isfinite(max_rate)):
+            raise ValueError("max_rate must be a positive number of observations per second")
+        self.max_rate = max_rate
         self.speed = parse_speed(speed)
         self.buffer_size = int(buffer_size)
         self.limit = limit
@@ -473,18 +484,43 @@ class ReplayAgent:
         wall_start = time.time()
         mono_start = time.monotonic()
         released = 0
+        # The rate cap: a token bucket holding at most a tenth of a second's worth, spent in
+        # chunks of a hundredth (not one release, lock and wake-up per observation).
+        max_rate = self.max_rate
+        tokens = burst = max(1.0, max_rate / 10) if max_rate is not None else 0.0
+        chunk = max(1.0, burst / 10)
+        last_fill = mono_start
+        capped = False
         while heap and not stop.is_set():
             if self.limit is not None and released >= self.limit:
                 break
-            now_elapsed = math.inf if fastest else (time.monotonic() - mono_start) * self.speed
+            now_mono = time.monotonic()
+            now_elapsed = math.inf if fastest else (now_mono - mono_start) * self.speed
             batch: list[tuple[float, Record]] = []
             room = MAX_BATCH if self.limit is None else min(MAX_BATCH, self.limit - released)
+            if max_rate is not None:
+                tokens = min(burst, tokens + (now_mono - last_fill) * max_rate)
+                last_fill = now_mono
+                if tokens < chunk and heap and heap[0][0] <= now_elapsed:
+                    stop.wait((chunk - tokens) / max_rate)
+                    continue
+                capped = int(tokens) < room
+                room = min(room, int(tokens))
             while heap and heap[0][0] <= now_elapsed and len(batch) < room:
                 due, order, cursor = heapq.heappop(heap)
                 batch.append((due, cursor.recording.records[cursor.index]))
                 if cursor.advance():
                     heapq.heappush(heap, (cursor.due, order, cursor))
+            if max_rate is not None and not fastest and capped and heap and heap[0][0] <= now_elapsed \
+                    and len(batch) == room:
+                # Held back by the cap: playback falls behind its schedule by what is still
+                # due, so the next observation is due now rather than late - the clock of
+                # the recording slows down through the burst.
+                behind = (now_elapsed - heap[0][0]) / self.speed
+                mono_start += behind
+                wall_start += behind
             if batch:
+                tokens -= len(batch)
                 if fastest:
                     stamp = format_timestamp(time.time())
                     observations = [_observation(0, stamp, record) for _, record in batch]
@@ -1048,6 +1084,11 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
         "--speed", type=_speed_argument, default=1.0,
         help="recorded seconds per real second (60 = a minute per second); 'max' = no waiting (default 1)",
     )
+    parser.add_argument(
+        "--max-rate", type=float, default=None, metavar="OBS_PER_S",
+        help="release at most this many observations per second: playback slows down through the "
+             "recorded bursts, each observation stamped when released (default: no cap)",
+    )
     parser.add_argument("--buffer", type=int, default=DEFAULT_BUFFER, help="observations kept for sample requests (default %(default)s)")
     parser.add_argument(
         "--limit", type=int, default=None,
@@ -1110,6 +1151,7 @@ def run_replay_cli(args: argparse.Namespace) -> int:
                 no_stream=getattr(args, "no_stream", False),
                 tls_cert=getattr(args, "tls_cert", None),
                 tls_key=getattr(args, "tls_key", None),
+                max_rate=getattr(args, "max_rate", None),
             )
             agent.start()
         except (OSError, ValueError) as error:

@@ -446,3 +446,49 @@ def test_cli_prints_its_address_restarts_on_sighup_and_exits_cleanly_on_sigterm(
             process.kill()
             process.wait()
         process.stdout.close()
+
+
+def _released(agent: ReplayAgent, after: int, count: int) -> list[etree._Element]:
+    """`count` observations after sequence `after`, read through sample pages."""
+    found: list[etree._Element] = []
+    start = after + 1
+    while len(found) < count:
+        page = observations(xml(get(f"{agent.url}/sample?from={start}&count={count - len(found)}")))
+        assert page, f"no observations from {start}"
+        found.extend(page)
+        start = int(page[-1].get("sequence")) + 1
+    return found
+
+
+def _stamp(element: etree._Element) -> float:
+    return datetime.fromisoformat(element.get("timestamp")).timestamp()
+
+
+def test_a_rate_cap_slows_playback_through_bursts_without_changing_what_is_released() -> None:
+    # At 3000x the recorded days average ~25,000 observations/s, with bursts far above that.
+    cap, seconds = 1500.0, 2.5
+    with ReplayAgent(port=0, speed=1.0, limit=0, start_time="20:29:50") as opening:
+        startup = opening.next_sequence - 1  # the opening snapshot is served at once, uncapped
+    with ReplayAgent(port=0, speed=3000, start_time="20:29:50", max_rate=cap) as capped, \
+            ReplayAgent(port=0, speed=3000, start_time="20:29:50") as free:
+        time.sleep(seconds)
+        capped_count = capped.next_sequence - 1 - startup
+        free_count = free.next_sequence - 1 - startup
+        assert free_count > 4 * cap * seconds, f"uncapped: only {free_count} observations"
+        # Held to the cap (a tenth of a second's worth may go at once), yet not starved.
+        assert cap * seconds * 0.6 < capped_count <= cap * (seconds + 0.1) + cap / 10, capped_count
+        kept = _released(capped, startup, capped_count)
+        reference = _released(free, startup, capped_count)
+    # The same observations in the same order: only their release times differ.
+    assert [(e.tag, e.get("dataItemId"), e.text) for e in kept] == \
+        [(e.tag, e.get("dataItemId"), e.text) for e in reference]
+    # Stamped when released: no second of timestamps holds more than the cap allows.
+    stamps = [_stamp(element) for element in kept]
+    assert stamps == sorted(stamps)
+    first = 0
+    for last, stamp in enumerate(stamps):
+        while stamps[first] < stamp - 1.0:
+            first += 1
+        assert last - first + 1 <= cap * 1.0 + cap / 10 + 1, f"{last - first + 1} observations within 1 s"
+    free_stamps = [_stamp(element) for element in reference]
+    assert free_stamps[-1] - free_stamps[0] < (stamps[-1] - stamps[0]) / 3, "uncapped playback is not faster"
