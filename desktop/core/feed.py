@@ -51,6 +51,13 @@ DEFAULT_HISTORY_SECONDS = 600.0
 # and a ring-buffer append per series, a view per machine) is then spread over many records.
 CONSUME_BATCH = 20_000
 CONSUME_TIMEOUT = 0.2
+# `consume(n, timeout)` returns only when n records are there or the timeout ran out, so at
+# a plant's ordinary rate every record would wait for the timeout. While the core is free the
+# feed waits for the first record and takes what has already arrived with it (a batch is then
+# as old as its first record, no older); while the core is busy with the previous batch it
+# gathers for up to GATHER_WHILE_BUSY, so what waits is merged a few times a second, not
+# once per record that trickles in.
+GATHER_WHILE_BUSY = 0.05
 # How often to look at the cluster metadata: for topics not there yet and while not
 # connected (to notice the broker is back), and, less often, for partitions added later.
 _PROBE_INTERVAL = 5.0
@@ -376,7 +383,12 @@ class Feed:
             last_probe = time.monotonic()
             next_probe = last_probe + (_PARTITION_CHECK_INTERVAL if complete else _PROBE_INTERVAL)
             while not stop_event.is_set():
-                messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=CONSUME_TIMEOUT)
+                if self.gate.in_flight:
+                    messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=GATHER_WHILE_BUSY)
+                else:
+                    messages = consumer.consume(num_messages=1, timeout=CONSUME_TIMEOUT)
+                    if messages:
+                        messages.extend(consumer.consume(num_messages=CONSUME_BATCH - 1, timeout=0))
                 records: list[Record] = []
                 append = records.append
                 problems: list[str] = self._assign_errors[:]
