@@ -60,6 +60,8 @@ STATE_NAMES = {
 SHELVE_DURATIONS = (("15 min", 900.0), ("1 h", 3600.0), ("4 h", 4 * 3600.0), ("8 h", 8 * 3600.0), ("24 h", 86400.0))
 ACTIVE_COLUMNS = ("State", "Priority", "Machine", "Since", "Alarm", "Data item", "Code", "Acknowledged by")
 ALL = "All"
+# Picks the stylesheet's dark table look (resources/style/app.qss) for every alarm table.
+TABLE_OBJECT_NAME = "alarmTable"
 
 
 def local_time(timestamp: str | float | None) -> str:
@@ -218,7 +220,7 @@ class ActiveAlarmsView(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.model = ActiveAlarmsModel(self)
-        self.table = QTableView()
+        self.table = QTableView(objectName=TABLE_OBJECT_NAME)
         self.table.setModel(self.model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
@@ -368,7 +370,8 @@ class JournalView(QWidget):
         self.search_button.clicked.connect(self._on_search_clicked)
         self.export_button.clicked.connect(self._on_export_clicked)
         self.text.returnPressed.connect(self._on_search_clicked)
-        self.table = QTableWidget(0, len(JOURNAL_COLUMNS))
+        self.table = QTableWidget(0, len(JOURNAL_COLUMNS), objectName=TABLE_OBJECT_NAME)
+        self.table.setAlternatingRowColors(True)
         self.table.setHorizontalHeaderLabels(JOURNAL_COLUMNS)
         self.table.horizontalHeader().setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().hide()
@@ -439,14 +442,15 @@ class KpiView(QWidget):
             self.values[key] = QLabel("—")
             grid.addWidget(QLabel(label), index // 4, (index % 4) * 2)
             grid.addWidget(self.values[key], index // 4, (index % 4) * 2 + 1)
-        self.bad_actors = QTableWidget(0, 4)
+        self.bad_actors = QTableWidget(0, 4, objectName=TABLE_OBJECT_NAME)
         self.bad_actors.setHorizontalHeaderLabels(("Machine", "Alarm", "Code", "Count"))
         self.bad_actors.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        self.breakdown = QTableWidget(0, len(self.BREAKDOWN_COLUMNS))
+        self.breakdown = QTableWidget(0, len(self.BREAKDOWN_COLUMNS), objectName=TABLE_OBJECT_NAME)
         self.breakdown.setHorizontalHeaderLabels(self.BREAKDOWN_COLUMNS)
         self.breakdown.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.breakdown.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for table in (self.bad_actors, self.breakdown):
+            table.setAlternatingRowColors(True)
             table.verticalHeader().hide()
             table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         layout = QVBoxLayout(self)
