@@ -392,6 +392,14 @@ class ActiveAlarmsView(QWidget):
         return next(a for a in self.model.alarms() if a.alarm_id == alarm_id)
 
 
+def _state_name(value: str) -> str:
+    """A journal's stored state (`unacknowledged-active`) in the alarm table's words."""
+    try:
+        return STATE_NAMES[AlarmState(value)]
+    except ValueError:
+        return value
+
+
 JOURNAL_COLUMNS = ("Time", "Transition", "Machine", "Priority", "Alarm", "Code", "State", "By", "Note")
 
 
@@ -420,6 +428,8 @@ class JournalView(QWidget):
         self.table = QTableWidget(0, len(JOURNAL_COLUMNS), objectName=TABLE_OBJECT_NAME)
         self.table.setAlternatingRowColors(True)
         self.table.setHorizontalHeaderLabels(JOURNAL_COLUMNS)
+        # Times and states on one line, as wide as their text; the alarm text takes the rest.
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -459,7 +469,7 @@ class JournalView(QWidget):
         self.table.setRowCount(len(entries))
         for row, entry in enumerate(entries):
             values = (local_time(entry.at), entry.kind.replace("_", " "), entry.device_name, entry.priority,
-                      entry.message, entry.native_code, entry.alarm_state, entry.by_user or "", entry.note or "")
+                      entry.message, entry.native_code, _state_name(entry.alarm_state), entry.by_user or "", entry.note or "")
             for column, value in enumerate(values):
                 self.table.setItem(row, column, QTableWidgetItem(value))
         self.summary.setText(f"{len(entries)} transitions")

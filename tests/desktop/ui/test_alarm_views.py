@@ -191,6 +191,8 @@ def test_journal_view_shows_what_the_journal_found_and_asks_for_searches(qtbot, 
         assert view.table.rowCount() == 2 * len(same_text) == len(entries)
         assert {view.table.item(r, 4).text() for r in range(view.table.rowCount())} == {activations[0].text}
         assert [view.table.item(r, 1).text() for r in range(2)] == ["raised", "cleared"]
+        # In the alarm table's words: raised and waiting, then gone but still to be acknowledged.
+        assert [view.table.item(r, 6).text() for r in range(2)] == ["Unacknowledged", "Returned, unacknowledged"]
         with qtbot.waitSignal(view.export_requested) as export:
             qtbot.mouseClick(view.export_button, Qt.MouseButton.LeftButton)
         assert export.args[0] == filters
