@@ -2,17 +2,19 @@
 
 They render what they are given and emit what the operator asked for; they never touch the
 journal, the engine or Kafka themselves, so no I/O runs on the GUI thread. Which rows the
-table shows and in what order comes from `desktop.core.alarms.table` (unacknowledged on top);
-the window that hosts the views feeds them alarms, journal entries and KPI reports and acts
-on their requests (acknowledge, shelve, unshelve, mute, search, export).
+table shows and in what order comes from `desktop.core.alarms.table` (unacknowledged on top).
+Colour in the table is the priority's alone (`desktop.ui.theme.PRIORITY_COLORS`); the ISA
+state shows as words, weight and a marker shape. The window that hosts the views feeds them
+alarms, journal entries and KPI reports and acts on their requests (acknowledge, shelve,
+unshelve, mute, search, export).
 """
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Callable, Sequence
 
-from PySide6.QtCore import QAbstractTableModel, QDateTime, QModelIndex, QPersistentModelIndex, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QKeySequence, QShortcut
+from PySide6.QtCore import QAbstractTableModel, QDateTime, QModelIndex, QPersistentModelIndex, QRectF, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QIcon, QKeySequence, QPainter, QPen, QPixmap, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -38,17 +40,24 @@ from desktop.core.alarms.kpis import KpiFigures, KpiReport
 from desktop.core.alarms.model import PRIORITY_RANK
 from desktop.core.alarms.table import STATE_ORDER, TableFilter, table_order, table_rows
 from desktop.core.alarms.timeutil import parse_timestamp
+from desktop.ui.theme import ALARM_TEXT, ALARM_TEXT_DIM, PRIORITY_COLORS
 
-# ISA-18.2 state colours (background, text): red demands action, amber a returned alarm still
-# to be acknowledged, dark red one taken on, blue-grey shelved, grey out of service.
-STATE_COLORS = {
-    AlarmState.UNACKNOWLEDGED_ACTIVE: ("#e03131", "#ffffff"),
-    AlarmState.UNACKNOWLEDGED_RETURNED: ("#e8a317", "#1b1f24"),
-    AlarmState.ACKNOWLEDGED_ACTIVE: ("#7d2a2a", "#ffffff"),
-    AlarmState.SHELVED: ("#3b5b7a", "#ffffff"),
-    AlarmState.OUT_OF_SERVICE: ("#495057", "#dee2e6"),
-    AlarmState.NORMAL: ("#2b3036", "#c9d1d9"),
+# How an ISA-18.2 state shows without colour (colour is the priority's alone): the words in
+# the State cell, a marker shape beside them drawn in the text colour (filled: active and
+# waiting for someone; ring: came and went, still waiting; bar: put aside; none once taken
+# on, an empty one so the words line up), bold while an operator has to act, dimmed text for
+# alarms put aside. Nothing blinks.
+STATE_MARKERS = {
+    AlarmState.UNACKNOWLEDGED_ACTIVE: "filled",
+    AlarmState.UNACKNOWLEDGED_RETURNED: "ring",
+    AlarmState.ACKNOWLEDGED_ACTIVE: "none",
+    AlarmState.SHELVED: "bar",
+    AlarmState.OUT_OF_SERVICE: "bar",
+    AlarmState.NORMAL: "none",
 }
+STATE_COLUMN, PRIORITY_COLUMN = 0, 1
+_PUT_ASIDE = frozenset({AlarmState.SHELVED, AlarmState.OUT_OF_SERVICE})
+_WAITING = frozenset({AlarmState.UNACKNOWLEDGED_ACTIVE, AlarmState.UNACKNOWLEDGED_RETURNED})
 STATE_NAMES = {
     AlarmState.UNACKNOWLEDGED_ACTIVE: "Unacknowledged",
     AlarmState.UNACKNOWLEDGED_RETURNED: "Returned, unacknowledged",
@@ -60,6 +69,37 @@ STATE_NAMES = {
 SHELVE_DURATIONS = (("15 min", 900.0), ("1 h", 3600.0), ("4 h", 4 * 3600.0), ("8 h", 8 * 3600.0), ("24 h", 86400.0))
 ACTIVE_COLUMNS = ("State", "Priority", "Machine", "Since", "Alarm", "Data item", "Code", "Acknowledged by")
 ALL = "All"
+# Picks the stylesheet's dark table look (resources/style/app.qss) for every alarm table.
+TABLE_OBJECT_NAME = "alarmTable"
+_markers: dict[tuple[str, str], QIcon] = {}
+
+
+def state_marker(shape: str, colour: str = ALARM_TEXT, size: int = 12) -> QIcon:
+    """The marker of a state: a filled dot, a ring, a bar or nothing, in the text colour."""
+    key = (shape, colour)
+    if key not in _markers:
+        pixmap = QPixmap(size, size)
+        pixmap.fill(Qt.GlobalColor.transparent)
+        painter = QPainter(pixmap)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        box = QRectF(1.5, 1.5, size - 3.0, size - 3.0)
+        if shape == "filled":
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(QColor(colour))
+            painter.drawEllipse(box)
+        elif shape == "none":
+            pass
+        elif shape == "ring":
+            painter.setPen(QPen(QColor(colour), 2.0))
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawEllipse(box)
+        else:
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(QColor(colour))
+            painter.drawRect(QRectF(1.5, size / 2 - 1.5, size - 3.0, 3.0))
+        painter.end()
+        _markers[key] = QIcon(pixmap)
+    return _markers[key]
 
 
 def local_time(timestamp: str | float | None) -> str:
@@ -146,14 +186,23 @@ class ActiveAlarmsModel(QAbstractTableModel):
             return (STATE_NAMES[state] + marks, alarm.priority, alarm.device_name, local_time(alarm.activated_at),
                     alarm.message or alarm.data_item_name, alarm.data_item_name, alarm.native_code,
                     alarm.acknowledged_by or "")[index.column()]
+        column = index.column()
         if role == Qt.ItemDataRole.BackgroundRole:
-            return QBrush(QColor(STATE_COLORS[state][0]))
+            # Only the priority cell is coloured: a low alarm must not look like a critical one.
+            if column == PRIORITY_COLUMN and alarm.priority in PRIORITY_COLORS:
+                return QBrush(QColor(PRIORITY_COLORS[alarm.priority][0]))
+            return None
         if role == Qt.ItemDataRole.ForegroundRole:
-            return QBrush(QColor(STATE_COLORS[state][1]))
-        if role == Qt.ItemDataRole.FontRole and state in (AlarmState.UNACKNOWLEDGED_ACTIVE, AlarmState.UNACKNOWLEDGED_RETURNED):
+            if column == PRIORITY_COLUMN and alarm.priority in PRIORITY_COLORS:
+                return QBrush(QColor(PRIORITY_COLORS[alarm.priority][1]))
+            return QBrush(QColor(ALARM_TEXT_DIM if state in _PUT_ASIDE else ALARM_TEXT))
+        if role == Qt.ItemDataRole.FontRole and state in _WAITING:
             return self._bold
+        if role == Qt.ItemDataRole.DecorationRole and column == STATE_COLUMN and state in STATE_MARKERS:
+            return state_marker(STATE_MARKERS[state], ALARM_TEXT_DIM if state in _PUT_ASIDE else ALARM_TEXT)
         if role == Qt.ItemDataRole.ToolTipRole:
-            lines = [f"{alarm.device_name}: {alarm.message or alarm.data_item_name}", f"state: {STATE_NAMES[state]}"]
+            lines = [f"{alarm.device_name}: {alarm.message or alarm.data_item_name}", f"state: {STATE_NAMES[state]}",
+                     f"priority: {alarm.priority}"]
             if alarm.acknowledgement_note:
                 lines.append(f"note: {alarm.acknowledgement_note}")
             if alarm.shelved:
@@ -218,7 +267,7 @@ class ActiveAlarmsView(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.model = ActiveAlarmsModel(self)
-        self.table = QTableView()
+        self.table = QTableView(objectName=TABLE_OBJECT_NAME)
         self.table.setModel(self.model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
@@ -343,6 +392,14 @@ class ActiveAlarmsView(QWidget):
         return next(a for a in self.model.alarms() if a.alarm_id == alarm_id)
 
 
+def _state_name(value: str) -> str:
+    """A journal's stored state (`unacknowledged-active`) in the alarm table's words."""
+    try:
+        return STATE_NAMES[AlarmState(value)]
+    except ValueError:
+        return value
+
+
 JOURNAL_COLUMNS = ("Time", "Transition", "Machine", "Priority", "Alarm", "Code", "State", "By", "Note")
 
 
@@ -368,8 +425,11 @@ class JournalView(QWidget):
         self.search_button.clicked.connect(self._on_search_clicked)
         self.export_button.clicked.connect(self._on_export_clicked)
         self.text.returnPressed.connect(self._on_search_clicked)
-        self.table = QTableWidget(0, len(JOURNAL_COLUMNS))
+        self.table = QTableWidget(0, len(JOURNAL_COLUMNS), objectName=TABLE_OBJECT_NAME)
+        self.table.setAlternatingRowColors(True)
         self.table.setHorizontalHeaderLabels(JOURNAL_COLUMNS)
+        # Times and states on one line, as wide as their text; the alarm text takes the rest.
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -409,7 +469,7 @@ class JournalView(QWidget):
         self.table.setRowCount(len(entries))
         for row, entry in enumerate(entries):
             values = (local_time(entry.at), entry.kind.replace("_", " "), entry.device_name, entry.priority,
-                      entry.message, entry.native_code, entry.alarm_state, entry.by_user or "", entry.note or "")
+                      entry.message, entry.native_code, _state_name(entry.alarm_state), entry.by_user or "", entry.note or "")
             for column, value in enumerate(values):
                 self.table.setItem(row, column, QTableWidgetItem(value))
         self.summary.setText(f"{len(entries)} transitions")
@@ -439,14 +499,15 @@ class KpiView(QWidget):
             self.values[key] = QLabel("—")
             grid.addWidget(QLabel(label), index // 4, (index % 4) * 2)
             grid.addWidget(self.values[key], index // 4, (index % 4) * 2 + 1)
-        self.bad_actors = QTableWidget(0, 4)
+        self.bad_actors = QTableWidget(0, 4, objectName=TABLE_OBJECT_NAME)
         self.bad_actors.setHorizontalHeaderLabels(("Machine", "Alarm", "Code", "Count"))
         self.bad_actors.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        self.breakdown = QTableWidget(0, len(self.BREAKDOWN_COLUMNS))
+        self.breakdown = QTableWidget(0, len(self.BREAKDOWN_COLUMNS), objectName=TABLE_OBJECT_NAME)
         self.breakdown.setHorizontalHeaderLabels(self.BREAKDOWN_COLUMNS)
         self.breakdown.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.breakdown.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for table in (self.bad_actors, self.breakdown):
+            table.setAlternatingRowColors(True)
             table.verticalHeader().hide()
             table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         layout = QVBoxLayout(self)

@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Signal, SignalInstance
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QWidget
 
@@ -70,6 +70,7 @@ class AlarmPages(QObject):
         self._dirty = True
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alarm-journal")
         self._closed = threading.Event()
+        self.screenshot_filled: set[str] = set()  # the pages a screenshot view filled (journal, kpis)
         self.active_view = ActiveAlarmsView()
         self.active_view.setObjectName("activeAlarms")
         self.journal_view = JournalView()
@@ -246,30 +247,34 @@ def _events_range(window: "MainWindow") -> tuple[float, float]:
     return now - DEFAULT_RANGE_SECONDS, now + 3600.0
 
 
-def _show_journal(window: "MainWindow") -> QWidget | None:
+def _show_filled_page(window: "MainWindow", name: str, filled: SignalInstance,
+                      fill: Callable[[AlarmPages, float, float], None]) -> QWidget | None:
+    """The journal or KPI page over the range of the alarms shown, filled on the worker; the
+    page counts as ready for the screenshot once the worker's result (`filled`) is back."""
     pages = _pages(window)
     start, end = _events_range(window)
     pages.set_range(start, end)
-    pages._searched = False
-    pages.journal_found.connect(lambda entries: setattr(pages, "_searched", True))
-    pages.show_page(JOURNAL)
-    pages.search(pages.journal_view.filters())
+    pages.screenshot_filled.discard(name)
+    filled.connect(lambda _result: pages.screenshot_filled.add(name))
+    pages.show_page(name)
+    fill(pages, start, end)
     return window
+
+
+def _show_journal(window: "MainWindow") -> QWidget | None:
+    return _show_filled_page(window, JOURNAL, _pages(window).journal_found,
+                             lambda pages, _start, _end: pages.search(pages.journal_view.filters()))
 
 
 def _show_kpis(window: "MainWindow") -> QWidget | None:
-    pages = _pages(window)
-    start, end = _events_range(window)
-    pages.set_range(start, end)
-    pages._computed = False
-    pages.kpis_computed.connect(lambda report: setattr(pages, "_computed", True))
-    pages.show_page(KPIS)
-    pages.compute_kpis(start, end)
-    return window
+    return _show_filled_page(window, KPIS, _pages(window).kpis_computed,
+                             lambda pages, start, end: pages.compute_kpis(start, end))
+
+
+def _filled(name: str) -> Callable[["MainWindow", QWidget], bool]:
+    return lambda window, _widget: name in _pages(window).screenshot_filled
 
 
 register_view(ALARMS, _show_alarms, description="the active-alarm table")
-register_view(JOURNAL, _show_journal, lambda window, widget: getattr(_pages(window), "_searched", False),
-              description="the alarm journal around the alarms shown")
-register_view(KPIS, _show_kpis, lambda window, widget: getattr(_pages(window), "_computed", False),
-              description="the alarm KPIs over the journal range")
+register_view(JOURNAL, _show_journal, _filled(JOURNAL), description="the alarm journal around the alarms shown")
+register_view(KPIS, _show_kpis, _filled(KPIS), description="the alarm KPIs over the journal range")

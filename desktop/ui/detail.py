@@ -7,10 +7,12 @@ already holds. The look-back picker (5 min, 1 h, 8 h, 24 h) loads older data fro
 time (`desktop.core.history.load_history`, `offsets_for_times`) on a thread of its own with a
 progress bar; history and live data are joined at the first live point, so the view goes on
 live without a seam or a point drawn twice. The pen picker lists the machine's SAMPLE items
-with their units (spindle speed and its load are on by default). The timeline strip shows
-the derived state as coloured bands under the plot's time range, the utilisation line the
-share of running time per shift (shift starts from the settings), the log the latest events
-and conditions, the panel program, mode, execution, E-stop, overrides, part count and spindle.
+with their units (spindle speed and its load are on by default), as wide as the longest
+name. The timeline strip shows the derived state as coloured bands under the plot's time
+range, the utilisation line the share of running time per shift (shift starts from the
+settings), the log the latest events and conditions, the panel program, mode, execution, E-stop, overrides, part count, spindle
+and availability (marked as the agent's value when it says UNAVAILABLE beside a state derived
+from execution).
 """
 from __future__ import annotations
 
@@ -52,6 +54,9 @@ from desktop.ui.tiles import duration_text, readable
 
 LOOK_BACKS = (("5 min", 300.0), ("1 h", 3600.0), ("8 h", 8 * 3600.0), ("24 h", 24 * 3600.0))
 DEFAULT_LOOK_BACK = 3600.0
+# The widest the pen picker makes itself: the plot keeps most of the row; longer names are
+# elided (whole in their tooltip) and the splitter can still widen the list.
+PEN_LIST_MAX_WIDTH = 420
 
 
 class HistoryLoader(QObject):
@@ -283,7 +288,11 @@ class DetailView(QWidget):
 
         # -- plot, strip, utilisation --
         self.pen_list = QListWidget(objectName="penPicker")
-        self.pen_list.setMaximumWidth(260)
+        # The list is as wide as its longest series name (`_fit_pen_list`); narrowed by the
+        # splitter, names are shortened with an ellipsis and shown whole in their tooltip
+        # rather than cut off by a sideways scroll.
+        self.pen_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.pen_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.plot = TrendPlot()
         self.plot.window_seconds = self.look_back
         self.strip = TimelineStrip()
@@ -302,6 +311,8 @@ class DetailView(QWidget):
         plot_row.addWidget(plot_box)
         plot_row.setStretchFactor(1, 1)
         plot_row.setSizes([220, 900])
+        plot_row.setChildrenCollapsible(False)
+        self.plot_row = plot_row
 
         # -- log --
         self.log_model = LogModel(self)
@@ -441,14 +452,29 @@ class DetailView(QWidget):
                 if item_id in known:
                     continue
                 entry = QListWidgetItem(item_label(item))
+                entry.setToolTip(item_label(item))
                 entry.setData(Qt.ItemDataRole.UserRole, item_id)
                 entry.setFlags(entry.flags() | Qt.ItemFlag.ItemIsUserCheckable)
                 entry.setCheckState(Qt.CheckState.Unchecked)
                 self.pen_list.addItem(entry)
         finally:
             self.pen_list.blockSignals(False)
+        self._fit_pen_list()
         if not self._pens_chosen:
             self._choose_default_pens(items)
+
+    def _fit_pen_list(self) -> None:
+        """Widen the pen picker to its longest name (up to PEN_LIST_MAX_WIDTH), never narrow it;
+        the plot takes the rest (the splitter gives it all of any later growth)."""
+        if not self.pen_list.count():
+            return
+        needed = (self.pen_list.sizeHintForColumn(0) + 2 * self.pen_list.frameWidth()
+                  + self.pen_list.verticalScrollBar().sizeHint().width() + 6)
+        self.pen_list.setMinimumWidth(min(needed, 160))
+        sizes = self.plot_row.sizes()
+        wanted = min(needed, PEN_LIST_MAX_WIDTH)
+        if sizes and sizes[0] < wanted:
+            self.plot_row.setSizes([wanted, max(sizes[1] - (wanted - sizes[0]), 1)])
 
     def _choose_default_pens(self, items) -> None:
         """Spindle speed (the first of the device model) and the load of that spindle; else
@@ -571,7 +597,7 @@ class DetailView(QWidget):
                                    for name, value in view.overrides) or "—",
             "parts": view.part_count or "—",
             "spindle": spindle or "—",
-            "availability": readable(view.availability),
+            "availability": self._availability_text(view),
             "reason": view.reason or "—",
             "agent": view.agent or "—",
             "age": (f"{duration_text(now - view.last_seen)} ago" if view.last_seen else "—"),
@@ -580,6 +606,23 @@ class DetailView(QWidget):
             label = self.panel_labels[key]
             if label.text() != value:
                 label.setText(value)
+
+    def _availability_text(self, view) -> str:
+        """Availability as the agent reported it. An agent reports UNAVAILABLE for an item its
+        adapter never sends (NIST's Mazak01 sends no Availability while it runs programs), so
+        beside a state derived from execution it is marked as the agent's value, not a verdict."""
+        text = readable(view.availability)
+        label = self.panel_labels["availability"]
+        derived = view.status not in (MachineStatus.UNAVAILABLE, MachineStatus.OFFLINE)
+        if view.availability == "UNAVAILABLE" and derived:
+            text = "Unavailable (as the agent reports it)"
+            tooltip = ("The agent reports Availability UNAVAILABLE, yet the machine reports its execution: "
+                       f"the state {view.status.value.upper()} is derived from execution, mode and conditions.")
+        else:
+            tooltip = ""
+        if label.toolTip() != tooltip:
+            label.setToolTip(tooltip)
+        return text
 
     def _refresh_strip(self, now: float, offset: float = 0.0) -> None:
         low, high = self.plot.x_range()

@@ -32,6 +32,21 @@ TILE_TEXT_DIM = "#a9b4c0"
 
 LEVEL_COLORS = {"FAULT": "#e03131", "WARNING": "#e8a317", "NORMAL": "#2f9e44"}
 
+# Alarm priority colours (swatch, text on it), the ISA-18.2 way: colour is kept for priority
+# alone, and runs from red to blue as the urgency falls. Critical is the red of the tiles'
+# alarm marks, high the amber of their warning marks; every text on its swatch has a
+# contrast of at least 4.5:1.
+PRIORITY_COLORS = {
+    "critical": (STATUS_COLORS[MachineStatus.ALARM], "#ffffff"),
+    "high": (STATUS_COLORS[MachineStatus.INTERRUPTED], "#1b1f24"),
+    "medium": ("#f2c94c", "#1b1f24"),
+    "low": ("#74c0fc", "#1b1f24"),
+}
+# Alarm table text: normal, and dimmed for alarms put aside (shelved, out of service), both
+# readable on the table's dark rows.
+ALARM_TEXT = "#e6edf3"
+ALARM_TEXT_DIM = "#8b949e"
+
 PLOT_BACKGROUND = "#161a1f"
 PLOT_FOREGROUND = "#c9d1d9"
 PLOT_PEN = "#4dabf7"

@@ -241,3 +241,55 @@ def test_journal_and_kpi_pages_are_filled_off_the_gui_thread_for_the_screenshot_
     qtbot.waitUntil(lambda: kpis.ready(window, widget), timeout=10_000)
     assert window.tabs.currentWidget() is window.alarm_pages.kpi_view
     assert window.alarm_pages.kpi_view.values["alarms"].text() == str(activations)
+
+
+def test_alarm_journal_and_kpi_tables_are_dark_and_readable_in_the_window(make_window, qtbot, devices):
+    from PySide6.QtGui import QPalette
+
+    from contrast import contrast_ratio, luminance
+    from desktop.ui.views import get_view
+
+    window = make_window()
+    window.show()
+    qtbot.waitExposed(window)
+    fault = line_of("|motion_cond|Fault|791|")
+    window.ingest(testing.batch_of(devices, mazak03_lines(devices, 1, fault)))
+    qtbot.waitUntil(lambda: any(a.native_code == "791" for a in window.alarm_pages.alarms.values()))
+    pages = window.alarm_pages
+    tables = {}
+    for name, found in (("alarms", [pages.active_view.table]), ("journal", [pages.journal_view.table]),
+                        ("kpis", [pages.kpi_view.bad_actors, pages.kpi_view.breakdown])):
+        view = get_view(name)
+        widget = view.show(window)
+        if view.ready is not None:
+            qtbot.waitUntil(lambda: view.ready(window, widget), timeout=10_000)
+        for table in found:
+            qtbot.waitUntil(lambda: table.model().rowCount() > 0 and table.isVisible(), timeout=10_000)
+            table.viewport().update()
+            tables[f"{name} {table.model().headerData(0, Qt.Orientation.Horizontal) or 'breakdown'}"] = (
+                table, table.viewport().grab().toImage())
+    page = window.grab().toImage()
+    window_background = page.pixelColor(2, page.height() // 2)  # the page margin beside the tables
+
+    for label, (table, image) in tables.items():
+        table.ensurePolished()
+        model = table.model()
+        # The body of the table is the dark theme's, not a white slab in a dark window.
+        body = image.pixelColor(image.width() - 3, image.height() - 3)
+        assert luminance(body) < 0.05 and contrast_ratio(body, window_background) < 1.6, \
+            f"{label}: body {body.name()} in a window of {window_background.name()}"
+        checked = 0
+        for row in range(model.rowCount()):
+            for column in range(model.columnCount()):
+                index = model.index(row, column)
+                rect = table.visualRect(index)
+                if not index.data() or rect.bottom() >= image.height() or rect.right() >= image.width():
+                    continue
+                background = image.pixelColor(rect.left() + 2, rect.top() + 2)
+                brush = index.data(Qt.ItemDataRole.ForegroundRole)
+                text = brush.color() if brush is not None else table.palette().color(QPalette.ColorRole.Text)
+                ratio = contrast_ratio(text, background)
+                assert ratio >= 4.5, f"{label} row {row} column {column} {index.data()!r}: " \
+                                     f"{text.name()} on {background.name()} is {ratio:.1f}:1"
+                checked += 1
+        assert checked > 0, label

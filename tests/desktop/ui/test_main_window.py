@@ -251,3 +251,39 @@ def test_the_tray_counts_alarms_to_acknowledge_without_reading_the_core_threads_
     to_acknowledge = re.compile(r"\b[1-9]\d* alarm\(s\) to acknowledge")
     qtbot.waitUntil(lambda: to_acknowledge.search(window.notifier.tray.toolTip()) is not None, timeout=15_000)
     assert threading.get_ident() not in readers, "the GUI thread read the journal the core thread writes"
+
+
+MAZAK01_DAY = "Mazak01-20171030-20171031.txt"
+
+
+def test_the_detail_lists_every_series_whole_and_says_whose_availability_it_shows(make_window, qtbot, devices):
+    """Mazak01's adapter never sends Availability: its agent reports it UNAVAILABLE while the
+    machine runs programs. The panel shows that value as the agent's, beside RUNNING."""
+    lines = testing.nist_shdr(MAZAK01_DAY).read_text(encoding="utf-8").splitlines()
+    assert not [line for line in lines if line.split("|")[1:2] == ["avail"]]
+    running = next(number for number, line in enumerate(lines, start=1) if line.endswith("|execution|ACTIVE"))
+    device = testing.device_named(devices, "Mazak01")
+    window = make_window()
+    window.show()
+    window.ingest(testing.batch_of(devices, testing.unavailable_observations(device, "2017-10-30T08:00:00Z") + [
+        o for _, o in testing.shdr_observations(testing.nist_shdr(MAZAK01_DAY), device, 1, running)]))
+    uuid = device["device_uuid"]
+    qtbot.waitUntil(lambda: uuid in window.state.machines and bool(window.state.sample_items(uuid)))
+    detail = window.open_detail(uuid)
+    qtbot.waitUntil(lambda: detail.pen_list.count() == len(window.state.sample_items(uuid)))
+    qtbot.waitUntil(lambda: detail.state_label.text() == "RUNNING")
+    availability = detail.panel_labels["availability"]
+    assert availability.text().startswith("Unavailable") and "agent" in availability.text(), availability.text()
+    assert "UNAVAILABLE" in availability.toolTip() and "RUNNING" in availability.toolTip()
+
+    # Every series name fits the picker whole, nothing is cut off by a sideways scroll.
+    pens = detail.pen_list
+    qtbot.waitUntil(lambda: pens.isVisible() and pens.viewport().width() > 0)
+    assert not pens.horizontalScrollBar().isVisible()
+    metrics = pens.fontMetrics()
+    for row in range(pens.count()):
+        entry = pens.item(row)
+        rect = pens.visualItemRect(entry)
+        assert metrics.horizontalAdvance(entry.text()) + 20 <= pens.viewport().width(), \
+            f"{entry.text()!r} is {metrics.horizontalAdvance(entry.text())} px in a list {pens.viewport().width()} px wide"
+        assert rect.left() >= 0 and entry.toolTip() == entry.text()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QDialog
 
+from contrast import contrast_ratio
 from desktop.core.settings import Settings
 from desktop.ui.settings_dialog import SettingsDialog
 
@@ -241,14 +242,6 @@ def test_test_connection_reports_brokers_topics_and_a_dead_address_within_ten_se
     assert not finished.args[1].ok and "No Kafka broker answered" in dialog.kafka_result.text()
 
 
-def _luminance(colour) -> float:
-    def channel(value: float) -> float:
-        value /= 255
-        return value / 12.92 if value <= 0.03928 else ((value + 0.055) / 1.055) ** 2.4
-
-    return 0.2126 * channel(colour.red()) + 0.7152 * channel(colour.green()) + 0.0722 * channel(colour.blue())
-
-
 def test_field_labels_are_readable_on_the_dark_theme(qtbot, styled_qapp):
     from PySide6.QtWidgets import QFormLayout, QLabel
 
@@ -267,7 +260,5 @@ def test_field_labels_are_readable_on_the_dark_theme(qtbot, styled_qapp):
     assert len(labels) >= 10
     for label in labels:
         label.ensurePolished()
-        colour = label.palette().color(label.foregroundRole())
-        light, dark = sorted((_luminance(colour), _luminance(background)), reverse=True)
-        ratio = (light + 0.05) / (dark + 0.05)
+        ratio = contrast_ratio(label.palette().color(label.foregroundRole()), background)
         assert ratio >= 4.5, f"{label.text()!r}: contrast {ratio:.1f}:1"
