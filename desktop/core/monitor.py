@@ -300,6 +300,7 @@ class MonitorCore:
     def apply(self, batch: Batch, now: float | None = None) -> ViewUpdate:
         now = self._clock() if now is None else now
         update = self.model.apply(batch, now)
+        self.model.pause()
         self._rate.add(batch.observation_records, now)
         for uuid, numbers in batch.partitions.items():
             self._partitions.setdefault(uuid, set()).update(numbers)

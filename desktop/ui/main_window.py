@@ -48,6 +48,7 @@ from PySide6.QtWidgets import (
 
 from desktop.core.alarms.sharing import AckSharing
 from desktop.core.batch import Batch
+from desktop.core.gui_priority import GuiPriority, favour_short_turns
 from desktop.core.feed import CONNECTED, CONNECTING, DEFAULT_HISTORY_SECONDS, STALLED, STOPPED, UNREACHABLE, WAITING, FeedConfig
 from desktop.core.machines import MachineStatus, worst
 from desktop.core.model import MonitorModel
@@ -106,6 +107,17 @@ class MainWindow(QMainWindow):
                                                       offline_after=settings.offline_after,
                                                       station=socket.gethostname()))
         self.state = ViewState()
+        # The feed and core threads give way while the GUI draws or applies an update: the
+        # GUI thread would otherwise wait for the interpreter after every Qt call of a frame.
+        # Busy from the start of that work until a zero-time timer fires, i.e. once the
+        # events it caused (the paint events of the frame) have been handled.
+        self.gui_priority = GuiPriority()
+        favour_short_turns()
+        self.core.model.pause = self.gui_priority.step_aside
+        self._gui_work_done = QTimer(self)
+        self._gui_work_done.setSingleShot(True)
+        self._gui_work_done.setInterval(0)
+        self._gui_work_done.timeout.connect(self.gui_priority.gui_idle)
         self.core_worker = CoreWorker(self.core, self)
         self.core_worker.update_ready.connect(self._on_update_ready)
         # The alarms the engine restored from the journal, read before the core thread runs.
@@ -247,7 +259,12 @@ class MainWindow(QMainWindow):
             observer(batch)
         self.core_worker.offer_batch(batch, release)
 
+    def _gui_work_started(self) -> None:
+        self.gui_priority.gui_busy()
+        self._gui_work_done.start()
+
     def _on_update_ready(self, update: ViewUpdate) -> None:
+        self._gui_work_started()
         try:
             self.apply_update(update)
         finally:
@@ -355,7 +372,7 @@ class MainWindow(QMainWindow):
             start_time=self.feed_start_time,
         )
         self.submit(lambda core: self._start_sharing(config))
-        worker = self.worker = FeedWorker(config, self, sink=self._offer_batch)
+        worker = self.worker = FeedWorker(config, self, sink=self._offer_batch, pause=self.gui_priority.step_aside)
         worker.status_changed.connect(self._on_status_changed)
         worker.feed_failed.connect(self._on_feed_failed)
         self.overview.set_waiting_text(f"Waiting for machines from Kafka at {bootstrap}…")
@@ -521,6 +538,7 @@ class MainWindow(QMainWindow):
 
     def refresh(self) -> None:
         """The timer's redraw: changed tiles, the visible detail, alarms and status bar."""
+        self._gui_work_started()
         now = time.time()
         dirty = self.state.take_dirty()
         if dirty:
@@ -651,6 +669,7 @@ class MainWindow(QMainWindow):
         def finished() -> None:
             if stop_core:
                 self.core_worker.stop()
+                self.gui_priority.gui_idle()
             self._shut_down = True
             self._set_progress("", busy=False)
             if then is not None:

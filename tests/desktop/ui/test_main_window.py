@@ -251,3 +251,20 @@ def test_the_tray_counts_alarms_to_acknowledge_without_reading_the_core_threads_
     to_acknowledge = re.compile(r"\b[1-9]\d* alarm\(s\) to acknowledge")
     qtbot.waitUntil(lambda: to_acknowledge.search(window.notifier.tray.toolTip()) is not None, timeout=15_000)
     assert threading.get_ident() not in readers, "the GUI thread read the journal the core thread writes"
+
+
+
+
+def test_the_feed_and_core_threads_give_way_to_the_gui_while_it_draws_and_go_on_after(make_window, qtbot):
+    import threading
+
+    window = make_window()
+    priority = window.gui_priority
+    priority.max_wait = 30.0
+    window.refresh()
+    assert priority.busy, "a redraw did not ask the feed and core threads to wait"
+    # A worker that steps aside goes on once the frame's events are handled, long before max_wait.
+    done = threading.Event()
+    threading.Thread(target=lambda: (priority.step_aside(), done.set()), daemon=True).start()
+    qtbot.waitUntil(done.is_set, timeout=10_000)
+    assert not priority.busy
