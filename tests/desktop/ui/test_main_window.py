@@ -268,3 +268,41 @@ def test_the_feed_and_core_threads_give_way_to_the_gui_while_it_draws_and_go_on_
     threading.Thread(target=lambda: (priority.step_aside(), done.set()), daemon=True).start()
     qtbot.waitUntil(done.is_set, timeout=10_000)
     assert not priority.busy
+
+
+def test_the_detail_plot_shows_new_points_within_a_second_without_redrawing_every_frame(make_window, qtbot, devices):
+    import time
+
+    import numpy as np
+
+    from desktop.ui.detail import MAX_PLOT_DELAY
+
+    window = make_window()
+    window.show()
+    window.ingest(testing.batch_of(devices, mazak03_until(devices, 2_000)))
+    qtbot.waitUntil(lambda: "mtc_adapter004" in window.state.machines and bool(window.state.sample_items("mtc_adapter004")))
+    detail = window.open_detail("mtc_adapter004")
+    qtbot.waitUntil(lambda: detail.pens[:1] == ["Mazak03-S_2"] and detail.plot.points.get("Mazak03-S_2", 0) > 0)
+    window.refresh_timer.stop()  # the frames below are the only ones drawn
+    buffer = window.state.series[("mtc_adapter004", "Mazak03-S_2")]
+    start = buffer.last_time
+    drawn = []  # (frame, newest point time the plot was given)
+    set_data = detail.plot.set_data
+
+    def recording(key, times, values, hold_to):
+        if key == "Mazak03-S_2":
+            drawn.append((frame, float(times[-1])))
+        set_data(key, times, values, hold_to)
+
+    detail.plot.set_data = recording
+    began = time.time() + 10
+    frames = 45  # 3 s at the window's 15 Hz, a new point in every frame
+    for frame in range(frames):
+        buffer.extend(np.array([start + frame + 1.0]), np.array([float(frame)]))
+        detail.refresh(began + frame / 15)
+    # Every frame's point is on the plot within MAX_PLOT_DELAY (15 frames) of arriving...
+    for frame in range(frames - 15):
+        shown = next((at for at, newest in drawn if newest >= start + frame + 1.0), None)
+        assert shown is not None and shown - frame <= MAX_PLOT_DELAY * 15, f"the point of frame {frame} waited too long"
+    # ...but the plot was not redrawn for each of them (once a second: three or four times).
+    assert 2 <= len(drawn) <= 4, drawn
