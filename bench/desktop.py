@@ -258,6 +258,13 @@ def thread_cpu() -> dict[str, float]:
     return cpu
 
 
+def object_counts() -> dict[str, int]:
+    import gc
+    from collections import Counter
+
+    return Counter(type(obj).__name__ for obj in gc.get_objects())
+
+
 def print_growth(before, after, top: int = 12) -> None:
     """The allocation sites whose memory grew most between two tracemalloc snapshots."""
     print("Python memory growth over the measured period, by allocation site:")
@@ -347,6 +354,8 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics) -> int:
     # BENCH_TRACEMALLOC=1: where the app's Python memory grew over the measured period (slows
     # the app several times: a diagnosis, not a measurement).
     tracing = bool(os.environ.get("BENCH_TRACEMALLOC"))
+    # BENCH_OBJECTS=1: which kinds of Python objects grew in number (cheap: two passes over the heap).
+    counting = bool(os.environ.get("BENCH_OBJECTS"))
     if tracing:
         import tracemalloc
 
@@ -386,6 +395,8 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics) -> int:
             marks["gave_way_at_measure"] = (window.gui_priority.waits, window.gui_priority.waited)
             if tracing:
                 marks["trace_at_measure"] = tracemalloc.take_snapshot()
+            if counting:
+                marks["objects_at_measure"] = object_counts()
             print(f"measuring for {options.seconds:g} s…", flush=True)
         if marks["measure"] is not None:
             if int(now - marks["measure"]) % 5 == 0:
@@ -403,6 +414,11 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics) -> int:
                 marks["gave_way_at_end"] = (window.gui_priority.waits, window.gui_priority.waited)
                 if tracing:
                     print_growth(marks["trace_at_measure"], tracemalloc.take_snapshot())
+                if counting:
+                    before, after = marks["objects_at_measure"], object_counts()
+                    growth = sorted(((after[k] - before.get(k, 0), k) for k in after), reverse=True)[:10]
+                    print("Python objects that grew in number over the measured period: "
+                          + ", ".join(f"{kind} {count:+,}" for count, kind in growth), flush=True)
                 window.shutdown(then=app.quit)
 
     probe = QTimer()

@@ -65,6 +65,8 @@ from desktop.ui.tiles import MachineOverview
 from desktop.ui.workers import CoreWorker, FeedWorker
 
 REFRESH_HZ = 15
+# The status bar says the app is behind the stream once its newest record is this old.
+BEHIND_AFTER = 5.0
 FEED_RETRY_DELAYS = (2.0, 5.0, 10.0, 30.0, 60.0)
 OVERVIEW = "overview"
 # Fields whose change needs a new connection (the rest applies in place).
@@ -189,6 +191,9 @@ class MainWindow(QMainWindow):
         self.rate_label = QLabel("0 obs/s", objectName="statusRate")
         self.rate_label.setToolTip("Observations received per second (last 5 s)")
         self.last_data_label = QLabel("last data: —", objectName="statusLastData")
+        # Reading slower than the plant writes (or still reading history) is shown, not hidden.
+        self.behind_label = QLabel(objectName="statusBehind")
+        self.behind_label.setVisible(False)
         # Records that do not match the schema are never shown; how many were left out is.
         self.skipped_label = QLabel(objectName="statusSkipped")
         self.skipped_label.setVisible(False)
@@ -198,7 +203,8 @@ class MainWindow(QMainWindow):
         status = self.statusBar()
         status.addWidget(self.progress_bar)
         status.addWidget(self.progress_label, 1)
-        for label in (self.horn_label, self.skipped_label, self.broker_label, self.services_label, self.rate_label, self.last_data_label):
+        for label in (self.horn_label, self.skipped_label, self.broker_label, self.services_label, self.rate_label,
+                      self.behind_label, self.last_data_label):
             status.addPermanentWidget(label)
         self.services_label.setVisible(services is not None)
 
@@ -576,6 +582,17 @@ class MainWindow(QMainWindow):
                 stamp = self.state.last_observation_timestamp or ""
                 received = datetime.fromtimestamp(self.state.last_data_at).strftime("%H:%M:%S")
                 self.last_data_label.setToolTip(f"received {received}; newest observation time {stamp}")
+        behind = self.state.behind_seconds
+        if (behind >= BEHIND_AFTER) != self.behind_label.isVisibleTo(self):
+            self.behind_label.setVisible(behind >= BEHIND_AFTER)
+        if behind >= BEHIND_AFTER:
+            text = f"{_behind(behind)} behind"
+            if self.behind_label.text() != text:
+                self.behind_label.setText(text)
+                self.behind_label.setToolTip(
+                    f"The newest record read was published {_behind(behind)} ago: the app reads more slowly than "
+                    "the machines write (or is still reading history), and catches up as it can. Alarms and "
+                    "states are those of that moment.")
         if self.state.errors:
             self.rate_label.setToolTip(f"Observations received per second (last 5 s)\n{self.state.error_count} problem(s); "
                                        f"latest: {self.state.errors[-1]}")
@@ -718,6 +735,14 @@ class MainWindow(QMainWindow):
         self.refresh()
         target = widget if widget is not None else self
         return target.grab().save(str(path))
+
+
+def _behind(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
 
 
 def _shorten(text: str, limit: int) -> str:

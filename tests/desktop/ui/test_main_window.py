@@ -306,3 +306,26 @@ def test_the_detail_plot_shows_new_points_within_a_second_without_redrawing_ever
         assert shown is not None and shown - frame <= MAX_PLOT_DELAY * 15, f"the point of frame {frame} waited too long"
     # ...but the plot was not redrawn for each of them (once a second: three or four times).
     assert 2 <= len(drawn) <= 4, drawn
+
+
+def test_the_status_bar_says_how_far_behind_the_stream_the_app_reads_and_clears_once_caught_up(make_window, qtbot,
+                                                                                                devices):
+    import time
+
+    from desktop.core.batch import build_batch
+
+    def published(observations, seconds_ago: float):
+        stamp_ms = int((time.time() - seconds_ago) * 1000)
+        records = testing.records(devices, observations)
+        return build_batch([record._replace(timestamp_ms=stamp_ms) for record in records])
+
+    window = make_window()
+    window.show()
+    observations = mazak03_until(devices, 400)
+    # Records the producer published three minutes ago, read only now.
+    window.ingest(published(observations[:200], 180))
+    qtbot.waitUntil(lambda: window.behind_label.isVisible())
+    assert window.behind_label.text() == "3 min behind"
+    # Caught up: the newest records read were published just now.
+    window.ingest(published(observations[200:], 0))
+    qtbot.waitUntil(lambda: not window.behind_label.isVisible())
