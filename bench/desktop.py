@@ -412,6 +412,8 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics) -> int:
                 marks["cpu_at_end"] = time.process_time()
                 marks["threads_at_end"] = thread_cpu()
                 marks["gave_way_at_end"] = (window.gui_priority.waits, window.gui_priority.waited)
+                marks["behind_at_end"] = window.state.behind_seconds
+                marks["alarms_at_end"] = len(window.alarm_pages.alarms)
                 if tracing:
                     print_growth(marks["trace_at_measure"], tracemalloc.take_snapshot())
                 if counting:
@@ -456,6 +458,8 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics) -> int:
     (waits_before, waited_before), (waits_after, waited_after) = marks["gave_way_at_measure"], marks["gave_way_at_end"]
     print(f"feed and core threads gave way to the GUI thread {waits_after - waits_before:,} times, "
           f"{waited_after - waited_before:.1f} s in all ({(waited_after - waited_before) / measured * 100:.0f} % of the period)")
+    print(f"at the end: {marks['behind_at_end']:.0f} s behind the stream (the status bar's figure), "
+          f"{marks['alarms_at_end']:,} alarms held (active or waiting for acknowledgement)")
     print(f"event loop: {len(latencies):,} probe ticks, lateness p50 {percentile(latencies, 0.5):.1f} ms, "
           f"p95 {percentile(latencies, 0.95):.1f} ms, max {max(latencies, default=0):.1f} ms")
     print(f"memory: peak RSS {peak:.0f} MB, after the first minute {after_minute:.0f} MB, at the end "
