@@ -1,4 +1,4 @@
-"""The GUI thread first: the feed and core threads step aside while it handles events.
+"""The GUI thread first: the feed and core threads step aside while it draws.
 
 The feed, core and GUI threads share one Python interpreter, and only one of them runs
 Python at a time. Under a plant's stream the feed and core threads always have work, so each
@@ -8,13 +8,12 @@ event loop seconds late while the GUI's own work was milliseconds.
 
 `GuiPriority` is the arrangement between them: the GUI side says when it starts work (a
 redraw, an update to apply: `gui_busy`) and when that work and the events it caused are
-done (`gui_idle`);
-the worker threads call `step_aside` between chunks of their work, which waits (without
-holding the interpreter) while the GUI is busy - for at most `max_wait` seconds, so a GUI
-that is never idle slows the data path down but cannot stop it. `switch_interval` is the
-interpreter switch interval the window sets, so that even within a chunk the GUI thread
-waits at most that long for its turn. Nothing here imports Qt: the window calls `gui_busy`
-and `gui_idle`.
+done (`gui_idle`); the worker threads call `step_aside` between chunks of their work, which
+waits (without holding the interpreter) while the GUI is busy - for at most `max_wait`
+seconds, so a GUI that is never idle slows the data path down but cannot stop it.
+`favour_short_turns` sets the interpreter's switch interval to `SWITCH_INTERVAL`, so that
+within a chunk, too, the GUI thread waits at most that long for its turn. Nothing here
+imports Qt: the window calls `gui_busy` and `gui_idle`.
 """
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ with their units (spindle speed and its load are on by default). The timeline st
 the derived state as coloured bands under the plot's time range, the utilisation line the
 share of running time per shift (shift starts from the settings), the log the latest events
 and conditions, the panel program, mode, execution, E-stop, overrides, part count and spindle.
+The panel follows every frame of the window's timer; the plot is redrawn only when its time
+axis has moved a pixel, and at least once a second (`MAX_PLOT_DELAY`).
 """
 from __future__ import annotations
 

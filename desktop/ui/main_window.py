@@ -9,6 +9,11 @@ Threads and data path (nothing per observation, and no disk I/O, on the GUI thre
     GUI thread: `_on_update_ready` applies the immutable `ViewUpdate` to `ViewState` (dict
                 updates, a few numpy appends), notifies, releases the core for the next one.
 
+While the GUI thread draws or applies an update, the feed and core threads step aside between
+chunks of their work (`desktop.core.gui_priority`): all three share one interpreter, and
+without that the GUI thread waited for it after every Qt call of a frame. The status bar
+shows how far behind the stream the app reads once that is 5 s or more.
+
 One `QTimer` (15 Hz) draws: only the tiles whose content changed, the visible detail tab,
 the alarm pages and the status bar. The alarm pages ("Alarms", "Journal", "KPIs",
 `desktop.ui.alarms`) take the alarm events of each update; user actions on alarms go to the
