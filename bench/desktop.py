@@ -239,6 +239,41 @@ def rss_mb() -> float:
     return 0.0
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of each of this process's threads, by Python thread name
+    (threads without one, e.g. librdkafka's, are summed as "native")."""
+    import threading
+
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu: dict[str, float] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat", encoding="ascii") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = names.get(int(task), "native")
+        cpu[name] = cpu.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return cpu
+
+
+def object_counts() -> dict[str, int]:
+    import gc
+    from collections import Counter
+
+    return Counter(type(obj).__name__ for obj in gc.get_objects())
+
+
+def print_growth(before, after, top: int = 12) -> None:
+    """The allocation sites whose memory grew most between two tracemalloc snapshots."""
+    print("Python memory growth over the measured period, by allocation site:")
+    for stat in after.compare_to(before, "traceback")[:top]:
+        # Frames run oldest to newest: show the allocating line first.
+        frames = " <- ".join(f"{Path(frame.filename).name}:{frame.lineno}" for frame in reversed(stat.traceback))
+        print(f"  {stat.size_diff / 2**20:+8.1f} MiB {stat.count_diff:+9,d} blocks  {frames}")
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -304,9 +339,27 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics) -> int:
     settings = Settings(mode="remote", bootstrap_servers=bootstrap, topic_prefix=PREFIX)
     window = MainWindow(settings, use_tray=False, history_seconds=5.0)
     window.resize(1920, 1080)
+    # Experiments: BENCH_SWITCH_INTERVAL (seconds) overrides the window's interpreter switch
+    # interval, BENCH_NO_GUI_PRIORITY=1 makes the feed and core threads never wait for the GUI.
+    if os.environ.get("BENCH_SWITCH_INTERVAL"):
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
+    if os.environ.get("BENCH_NO_GUI_PRIORITY"):
+        window.gui_priority.max_wait = 0.0
+    print(f"interpreter switch interval {sys.getswitchinterval() * 1000:g} ms, feed and core threads "
+          f"{'never wait' if not window.gui_priority.max_wait else f'wait up to {window.gui_priority.max_wait * 1000:g} ms'}"
+          " for the GUI thread", flush=True)
     window.show()
     window.start()
 
+    # BENCH_TRACEMALLOC=1: where the app's Python memory grew over the measured period (slows
+    # the app several times: a diagnosis, not a measurement).
+    tracing = bool(os.environ.get("BENCH_TRACEMALLOC"))
+    # BENCH_OBJECTS=1: which kinds of Python objects grew in number (cheap: two passes over the heap).
+    counting = bool(os.environ.get("BENCH_OBJECTS"))
+    if tracing:
+        import tracemalloc
+
+        tracemalloc.start(3)
     report = temp_path / "generator.json"
     total = options.warmup + options.seconds
     generator = subprocess.Popen([sys.executable, __file__, "--generate", "--bootstrap", bootstrap,
@@ -338,6 +391,12 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics) -> int:
             marks["measure"] = now
             marks["records_at_measure"] = window.state.observation_records
             marks["cpu_at_measure"] = time.process_time()
+            marks["threads_at_measure"] = thread_cpu()
+            marks["gave_way_at_measure"] = (window.gui_priority.waits, window.gui_priority.waited)
+            if tracing:
+                marks["trace_at_measure"] = tracemalloc.take_snapshot()
+            if counting:
+                marks["objects_at_measure"] = object_counts()
             print(f"measuring for {options.seconds:g} s…", flush=True)
         if marks["measure"] is not None:
             if int(now - marks["measure"]) % 5 == 0:
@@ -351,6 +410,17 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics) -> int:
                 marks["end"] = now
                 marks["records_at_end"] = window.state.observation_records
                 marks["cpu_at_end"] = time.process_time()
+                marks["threads_at_end"] = thread_cpu()
+                marks["gave_way_at_end"] = (window.gui_priority.waits, window.gui_priority.waited)
+                marks["behind_at_end"] = window.state.behind_seconds
+                marks["alarms_at_end"] = len(window.alarm_pages.alarms)
+                if tracing:
+                    print_growth(marks["trace_at_measure"], tracemalloc.take_snapshot())
+                if counting:
+                    before, after = marks["objects_at_measure"], object_counts()
+                    growth = sorted(((after[k] - before.get(k, 0), k) for k in after), reverse=True)[:10]
+                    print("Python objects that grew in number over the measured period: "
+                          + ", ".join(f"{kind} {count:+,}" for count, kind in growth), flush=True)
                 window.shutdown(then=app.quit)
 
     probe = QTimer()
@@ -378,6 +448,18 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics) -> int:
     print(f"app: consumed {consumed:,.0f} obs/s over {measured:.0f} s, app CPU {cpu:.0f} % of one core "
           f"= {app_us:.1f} CPU µs per observation, "
           f"load average (1 min) mean {sum(loads) / max(1, len(loads)):.2f} max {max(loads, default=0):.2f}")
+    # Which thread spent it: the GUI thread's share is what competes with the probe for the
+    # interpreter.
+    before, after = marks["threads_at_measure"], marks["threads_at_end"]
+    records = max(1, marks["records_at_end"] - marks["records_at_measure"])
+    split = sorted(((after[name] - before.get(name, 0.0), name) for name in after), reverse=True)
+    print("app CPU by thread (µs per observation): " + ", ".join(
+        f"{name} {seconds / records * 1e6:.1f}" for seconds, name in split if seconds > 0))
+    (waits_before, waited_before), (waits_after, waited_after) = marks["gave_way_at_measure"], marks["gave_way_at_end"]
+    print(f"feed and core threads gave way to the GUI thread {waits_after - waits_before:,} times, "
+          f"{waited_after - waited_before:.1f} s in all ({(waited_after - waited_before) / measured * 100:.0f} % of the period)")
+    print(f"at the end: {marks['behind_at_end']:.0f} s behind the stream (the status bar's figure), "
+          f"{marks['alarms_at_end']:,} alarms held (active or waiting for acknowledgement)")
     print(f"event loop: {len(latencies):,} probe ticks, lateness p50 {percentile(latencies, 0.5):.1f} ms, "
           f"p95 {percentile(latencies, 0.95):.1f} ms, max {max(latencies, default=0):.1f} ms")
     print(f"memory: peak RSS {peak:.0f} MB, after the first minute {after_minute:.0f} MB, at the end "

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import numpy as np
 
@@ -219,8 +219,13 @@ def _plainly_valid(value: Any, valid_stamps: set[str]) -> bool:
         return False
 
 
-def build_batch(records: Iterable[Record], topic_prefix: str = "") -> Batch:
-    """Decode and check records into one batch; bad records are skipped, never raised."""
+# Records decoded between two calls of build_batch's `pause` (see `desktop.core.gui_priority`).
+PAUSE_EVERY = 1024
+
+
+def build_batch(records: Iterable[Record], topic_prefix: str = "", pause: Callable[[], None] | None = None) -> Batch:
+    """Decode and check records into one batch; bad records are skipped, never raised.
+    `pause` is called every `PAUSE_EVERY` records (the GUI thread may go first)."""
     devices_topic = wire.topic_name(wire.DEVICES, topic_prefix)
     status_topic = wire.topic_name(wire.AGENT_STATUS, topic_prefix)
     observations_topic = wire.topic_name(wire.OBSERVATIONS, topic_prefix)
@@ -245,6 +250,8 @@ def build_batch(records: Iterable[Record], topic_prefix: str = "") -> Batch:
 
     for record in records:
         count += 1
+        if pause is not None and not count % PAUSE_EVERY:
+            pause()
         topic = record.topic
         if topic == observations_topic:
             # The common case inline: orjson decodes, the plain shape is checked in one call.

@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterable, Mapping
 from producer import wire
 
 from desktop.core.batch import Batch, BatchGate, Record, SkippedRecord, build_batch
+from desktop.core.gui_priority import no_pause
 
 DEFAULT_HISTORY_SECONDS = 600.0
 # Records per consume() at most: large enough that a plant's stream (tens of thousands of
@@ -244,8 +245,10 @@ def _noop_status(state: str, detail: str) -> None:
 
 
 class Feed:
-    def __init__(self, config: FeedConfig) -> None:
+    def __init__(self, config: FeedConfig, pause: Callable[[], None] = no_pause) -> None:
         self.config = config
+        # Called between chunks of decoding: a busy GUI thread gets the interpreter first.
+        self.pause = pause
         self.gate = BatchGate()
         self.skipped_log = SkippedRecordLog()
         self._state = ""
@@ -389,6 +392,7 @@ class Feed:
                     messages = consumer.consume(num_messages=1, timeout=CONSUME_TIMEOUT)
                     if messages:
                         messages.extend(consumer.consume(num_messages=CONSUME_BATCH - 1, timeout=0))
+                self.pause()
                 records: list[Record] = []
                 append = records.append
                 problems: list[str] = self._assign_errors[:]
@@ -420,7 +424,7 @@ class Feed:
                     self._contact()
                     self._set_status(CONNECTED, self.config.bootstrap_servers)
                 if records or problems:
-                    batch = build_batch(records, self.config.topic_prefix)
+                    batch = build_batch(records, self.config.topic_prefix, self.pause)
                     if batch.skipped_count:
                         self.skipped_log.add(batch.skipped, batch.skipped_count)
                     if oldest_ms < self._live_from_ms:

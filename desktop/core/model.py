@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from desktop.core.alarms import Alarm, AlarmEngine, AlarmEvent, AlarmJournal, Notice, RuleSet
 from desktop.core.batch import Batch, SeriesKey
+from desktop.core.gui_priority import no_pause
 from desktop.core.machines import DEFAULT_OFFLINE_AFTER, Fleet
 from desktop.core.ringbuffer import DEFAULT_CAPACITY, DEFAULT_WINDOW_SECONDS, SeriesStore
 
@@ -87,6 +88,9 @@ class MonitorModel:
         # device uuid -> data item id -> descriptor (from the device model, else from observations)
         self._items: dict[str, dict[str, dict[str, Any]]] = {}
         self.items_version = 0
+        # Called between the steps of `apply` (each can take tens of milliseconds for a
+        # plant's batch): a busy GUI thread gets the interpreter first.
+        self.pause = no_pause
 
     def reset(self) -> None:
         """Start over before history is read again (a reconnect): keep the alarm journal and
@@ -125,14 +129,17 @@ class MonitorModel:
 
         if batch.observations:
             touched |= self.fleet.observe(batch.observations, batch.seen, now)
+            self.pause()
             self._learn_observed_items(batch.observations)
             self.observation_count += len(batch.observations)
             self.last_data_at = now
             self.last_observation_timestamp = batch.observations[-1].get("timestamp")
         for series_key, series in batch.samples.items():
             self.series.extend(series_key, series.times, series.values)
+        self.pause()
 
         events += self.alarm_engine.process(batch.observations, now)
+        self.pause()
         update = self._alarm_update(events, batch.catching_up, devices_changed=bool(batch.devices),
                                     observation_count=len(batch.observations))
         return dataclasses.replace(update, touched=frozenset(touched))

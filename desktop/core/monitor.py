@@ -49,6 +49,8 @@ TICK_SECONDS = 1.0
 # 15 Hz), so a plant's stream costs a view per machine per interval, not per batch.
 VIEW_INTERVAL = 0.1
 RATE_WINDOW_SECONDS = 5.0
+# No batch for this long: the feed has read everything there was, so it is not behind.
+CAUGHT_UP_AFTER = 2.0
 # Recent events and conditions kept per machine for the detail view's log.
 LOG_LIMIT = 500
 # Points of one series carried by one (merged) update at most; a view's own buffer holds more.
@@ -108,6 +110,9 @@ class ViewUpdate:
     skipped_count: int = 0  # in all, since start (or the last reset)
     skipped: tuple[str, ...] = ()  # the latest few
     catching_up: bool = False
+    # How long ago the newest record handed over was published (now minus its Kafka
+    # timestamp): how far the app is behind the stream. None: not known from this update.
+    behind_seconds: float | None = None
     # The model started over (settings changed, history read again): drop what you hold first.
     reset: bool = False
 
@@ -174,6 +179,7 @@ def merge_updates(first: ViewUpdate | None, second: ViewUpdate) -> ViewUpdate:
         skipped_count=second.skipped_count,
         skipped=second.skipped or first.skipped,
         catching_up=first.catching_up or second.catching_up,
+        behind_seconds=second.behind_seconds if second.behind_seconds is not None else first.behind_seconds,
         reset=first.reset,
     )
 
@@ -226,6 +232,8 @@ class MonitorCore:
         self._views_at = 0.0
         # Device uuid -> the observation partitions its records came from (history reads only those).
         self._partitions: dict[str, set[int]] = {}
+        self._behind: float | None = None
+        self._last_batch_at: float | None = None
 
     # -- subscriptions (from the GUI, through commands) ------------------------------------
 
@@ -300,7 +308,11 @@ class MonitorCore:
     def apply(self, batch: Batch, now: float | None = None) -> ViewUpdate:
         now = self._clock() if now is None else now
         update = self.model.apply(batch, now)
+        self.model.pause()
         self._rate.add(batch.observation_records, now)
+        if batch.seen:
+            self._behind = max(0.0, now - max(batch.seen.values()))
+            self._last_batch_at = now
         for uuid, numbers in batch.partitions.items():
             self._partitions.setdefault(uuid, set()).update(numbers)
         for observation in batch.observations:
@@ -336,6 +348,8 @@ class MonitorCore:
         now = self._clock() if now is None else now
         update = self.model.tick(now)
         self._rate.add(0, now)
+        if self._last_batch_at is not None and now - self._last_batch_at >= CAUGHT_UP_AFTER and self._behind:
+            self._behind = 0.0
         self._take_deferred(now)
         return self._reduce(update, now, frozenset(self.model.fleet.uuids()), {}, None)
 
@@ -433,6 +447,7 @@ class MonitorCore:
             skipped_count=model.skipped_count,
             skipped=skipped,
             catching_up=batch.catching_up if batch is not None else False,
+            behind_seconds=self._behind,
             reset=reset,
         )
 

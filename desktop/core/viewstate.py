@@ -50,6 +50,8 @@ class ViewState:
         self.error_count = 0
         self.skipped_count = 0
         self.skipped: tuple[str, ...] = ()
+        # How far behind the stream the app is reading (seconds; see ViewUpdate.behind_seconds).
+        self.behind_seconds = 0.0
 
     def apply(self, update: ViewUpdate) -> None:
         if update.reset:
@@ -98,6 +100,8 @@ class ViewState:
             self.errors.extend(update.errors)
             self.error_count += len(update.errors)
         self.skipped_count = update.skipped_count
+        if update.behind_seconds is not None:
+            self.behind_seconds = update.behind_seconds
         if update.skipped:
             self.skipped = update.skipped
 

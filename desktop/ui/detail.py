@@ -10,9 +10,11 @@ live without a seam or a point drawn twice. The pen picker lists the machine's S
 with their units (spindle speed and its load are on by default), as wide as the longest
 name. The timeline strip shows the derived state as coloured bands under the plot's time
 range, the utilisation line the share of running time per shift (shift starts from the
-settings), the log the latest events and conditions, the panel program, mode, execution, E-stop, overrides, part count, spindle
-and availability (marked as the agent's value when it says UNAVAILABLE beside a state derived
-from execution).
+settings), the log the latest events and conditions, the panel program, mode, execution,
+E-stop, overrides, part count, spindle and availability (marked as the agent's value when it
+says UNAVAILABLE beside a state derived from execution). The panel follows every frame of the
+window's timer; the plot is redrawn only when its time axis has moved a pixel, and at least
+once a second (`MAX_PLOT_DELAY`).
 """
 from __future__ import annotations
 
@@ -57,6 +59,11 @@ DEFAULT_LOOK_BACK = 3600.0
 # The widest the pen picker makes itself: the plot keeps most of the row; longer names are
 # elided (whole in their tooltip) and the splitter can still widen the list.
 PEN_LIST_MAX_WIDTH = 420
+# The plot is redrawn when its time axis has moved by a pixel (an hour on 1,800 pixels: every
+# 2 s), but at least this often, so new points show within this long. Drawing it at the
+# window's 15 Hz repeated the same picture, and was most of the GUI thread's work under a
+# plant's stream (axis ticks regenerated on every frame).
+MAX_PLOT_DELAY = 1.0
 
 
 class HistoryLoader(QObject):
@@ -236,6 +243,7 @@ class DetailView(QWidget):
         self._items_version = -1
         self._device_version = -1
         self._log_drawn_at = 0.0
+        self._plot_drawn_at = 0.0
         self._history_combined: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
         # -- header and panel --
@@ -396,6 +404,7 @@ class DetailView(QWidget):
         self.look_back = float(self.look_back_combo.itemData(index))
         self.plot.window_seconds = self.look_back
         self.plot.set_follow(True)
+        self._plot_drawn_at = 0.0
         self.load_history()
 
     def _on_follow_toggled(self, on: bool) -> None:
@@ -541,14 +550,21 @@ class DetailView(QWidget):
                 hold_to = newest
         values_text = []
         any_points = False
+        drew = False
+        due = now - self._plot_drawn_at >= min(MAX_PLOT_DELAY, self.look_back / max(1, self.plot.width()))
+        if due:
+            self._plot_drawn_at = now
         for item_id in self.pens:
             buffer = self.state.series.get((self.device_uuid, item_id))
             version = (buffer.version if buffer is not None else -1, id(self.history), int(hold_to))
             times, values = None, None
-            if self._drawn.get(item_id) != version:
+            drawn = self._drawn.get(item_id)
+            # New live points wait for the next due redraw; a new pen or history is drawn at once.
+            if drawn != version and (due or drawn is None or drawn[1] != version[1]):
                 self._drawn[item_id] = version
                 times, values = self.series(item_id)
                 self.plot.set_data(item_id, times, values, hold_to)
+                drew = True
             count = self.plot.points.get(item_id, 0)
             any_points = any_points or count > 0
             if buffer is not None and len(buffer):
@@ -557,7 +573,8 @@ class DetailView(QWidget):
         self.plot.show_message("" if any_points or not self.pens else "No samples in this window yet")
         if not self.pens:
             self.plot.show_message("This machine reports no numeric samples")
-        self.plot.follow_now(hold_to)
+        if due or drew:
+            self.plot.follow_now(hold_to)
         # State bands are in publish (wall-clock) time; the plot in the machine's time, the
         # same in a live plant. For recordings far in the past the strip is shifted like the hold.
         self._refresh_strip(now, now - hold_to)

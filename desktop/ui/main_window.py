@@ -9,6 +9,11 @@ Threads and data path (nothing per observation, and no disk I/O, on the GUI thre
     GUI thread: `_on_update_ready` applies the immutable `ViewUpdate` to `ViewState` (dict
                 updates, a few numpy appends), notifies, releases the core for the next one.
 
+While the GUI thread draws or applies an update, the feed and core threads step aside between
+chunks of their work (`desktop.core.gui_priority`): all three share one interpreter, and
+without that the GUI thread waited for it after every Qt call of a frame. The status bar
+shows how far behind the stream the app reads once that is 5 s or more.
+
 One `QTimer` (15 Hz) draws: only the tiles whose content changed, the visible detail tab,
 the alarm pages and the status bar. The alarm pages ("Alarms", "Journal", "KPIs",
 `desktop.ui.alarms`) take the alarm events of each update; user actions on alarms go to the
@@ -48,6 +53,7 @@ from PySide6.QtWidgets import (
 
 from desktop.core.alarms.sharing import AckSharing
 from desktop.core.batch import Batch
+from desktop.core.gui_priority import GuiPriority, favour_short_turns
 from desktop.core.feed import CONNECTED, CONNECTING, DEFAULT_HISTORY_SECONDS, STALLED, STOPPED, UNREACHABLE, WAITING, FeedConfig
 from desktop.core.machines import MachineStatus, worst
 from desktop.core.model import MonitorModel
@@ -64,6 +70,8 @@ from desktop.ui.tiles import MachineOverview
 from desktop.ui.workers import CoreWorker, FeedWorker
 
 REFRESH_HZ = 15
+# The status bar says the app is behind the stream once its newest record is this old.
+BEHIND_AFTER = 5.0
 FEED_RETRY_DELAYS = (2.0, 5.0, 10.0, 30.0, 60.0)
 OVERVIEW = "overview"
 # Fields whose change needs a new connection (the rest applies in place).
@@ -106,6 +114,17 @@ class MainWindow(QMainWindow):
                                                       offline_after=settings.offline_after,
                                                       station=socket.gethostname()))
         self.state = ViewState()
+        # The feed and core threads give way while the GUI draws or applies an update: the
+        # GUI thread would otherwise wait for the interpreter after every Qt call of a frame.
+        # Busy from the start of that work until a zero-time timer fires, i.e. once the
+        # events it caused (the paint events of the frame) have been handled.
+        self.gui_priority = GuiPriority()
+        favour_short_turns()
+        self.core.model.pause = self.gui_priority.step_aside
+        self._gui_work_done = QTimer(self)
+        self._gui_work_done.setSingleShot(True)
+        self._gui_work_done.setInterval(0)
+        self._gui_work_done.timeout.connect(self.gui_priority.gui_idle)
         self.core_worker = CoreWorker(self.core, self)
         self.core_worker.update_ready.connect(self._on_update_ready)
         # The alarms the engine restored from the journal, read before the core thread runs.
@@ -177,6 +196,9 @@ class MainWindow(QMainWindow):
         self.rate_label = QLabel("0 obs/s", objectName="statusRate")
         self.rate_label.setToolTip("Observations received per second (last 5 s)")
         self.last_data_label = QLabel("last data: —", objectName="statusLastData")
+        # Reading slower than the plant writes (or still reading history) is shown, not hidden.
+        self.behind_label = QLabel(objectName="statusBehind")
+        self.behind_label.setVisible(False)
         # Records that do not match the schema are never shown; how many were left out is.
         self.skipped_label = QLabel(objectName="statusSkipped")
         self.skipped_label.setVisible(False)
@@ -186,7 +208,8 @@ class MainWindow(QMainWindow):
         status = self.statusBar()
         status.addWidget(self.progress_bar)
         status.addWidget(self.progress_label, 1)
-        for label in (self.horn_label, self.skipped_label, self.broker_label, self.services_label, self.rate_label, self.last_data_label):
+        for label in (self.horn_label, self.skipped_label, self.broker_label, self.services_label, self.rate_label,
+                      self.behind_label, self.last_data_label):
             status.addPermanentWidget(label)
         self.services_label.setVisible(services is not None)
 
@@ -247,7 +270,12 @@ class MainWindow(QMainWindow):
             observer(batch)
         self.core_worker.offer_batch(batch, release)
 
+    def _gui_work_started(self) -> None:
+        self.gui_priority.gui_busy()
+        self._gui_work_done.start()
+
     def _on_update_ready(self, update: ViewUpdate) -> None:
+        self._gui_work_started()
         try:
             self.apply_update(update)
         finally:
@@ -355,7 +383,7 @@ class MainWindow(QMainWindow):
             start_time=self.feed_start_time,
         )
         self.submit(lambda core: self._start_sharing(config))
-        worker = self.worker = FeedWorker(config, self, sink=self._offer_batch)
+        worker = self.worker = FeedWorker(config, self, sink=self._offer_batch, pause=self.gui_priority.step_aside)
         worker.status_changed.connect(self._on_status_changed)
         worker.feed_failed.connect(self._on_feed_failed)
         self.overview.set_waiting_text(f"Waiting for machines from Kafka at {bootstrap}…")
@@ -521,6 +549,7 @@ class MainWindow(QMainWindow):
 
     def refresh(self) -> None:
         """The timer's redraw: changed tiles, the visible detail, alarms and status bar."""
+        self._gui_work_started()
         now = time.time()
         dirty = self.state.take_dirty()
         if dirty:
@@ -558,6 +587,17 @@ class MainWindow(QMainWindow):
                 stamp = self.state.last_observation_timestamp or ""
                 received = datetime.fromtimestamp(self.state.last_data_at).strftime("%H:%M:%S")
                 self.last_data_label.setToolTip(f"received {received}; newest observation time {stamp}")
+        behind = self.state.behind_seconds
+        if (behind >= BEHIND_AFTER) != self.behind_label.isVisibleTo(self):
+            self.behind_label.setVisible(behind >= BEHIND_AFTER)
+        if behind >= BEHIND_AFTER:
+            text = f"{_behind(behind)} behind"
+            if self.behind_label.text() != text:
+                self.behind_label.setText(text)
+                self.behind_label.setToolTip(
+                    f"The newest record read was published {_behind(behind)} ago: the app reads more slowly than "
+                    "the machines write (or is still reading history), and catches up as it can. Alarms and "
+                    "states are those of that moment.")
         if self.state.errors:
             self.rate_label.setToolTip(f"Observations received per second (last 5 s)\n{self.state.error_count} problem(s); "
                                        f"latest: {self.state.errors[-1]}")
@@ -651,6 +691,7 @@ class MainWindow(QMainWindow):
         def finished() -> None:
             if stop_core:
                 self.core_worker.stop()
+                self.gui_priority.gui_idle()
             self._shut_down = True
             self._set_progress("", busy=False)
             if then is not None:
@@ -699,6 +740,14 @@ class MainWindow(QMainWindow):
         self.refresh()
         target = widget if widget is not None else self
         return target.grab().save(str(path))
+
+
+def _behind(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
 
 
 def _shorten(text: str, limit: int) -> str:

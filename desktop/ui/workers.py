@@ -26,6 +26,7 @@ from PySide6.QtCore import QObject, Signal
 
 from desktop.core.batch import Batch
 from desktop.core.feed import Feed, FeedConfig
+from desktop.core.gui_priority import no_pause
 from desktop.core.monitor import CoreRunner, MonitorCore, ViewUpdate
 
 BatchSink = Callable[[Batch, Callable[[], None]], None]
@@ -37,11 +38,12 @@ class FeedWorker(QObject):
     feed_failed = Signal(str)  # why the feed ended
     feed_stopped = Signal()
 
-    def __init__(self, config: FeedConfig, parent: QObject | None = None, sink: BatchSink | None = None) -> None:
+    def __init__(self, config: FeedConfig, parent: QObject | None = None, sink: BatchSink | None = None,
+                 pause: Callable[[], None] = no_pause) -> None:
         super().__init__(parent)
         self.config = config
         self._sink = sink
-        self._feed = Feed(config)
+        self._feed = Feed(config, pause)
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
 

@@ -125,3 +125,20 @@ def test_commands_run_on_the_core_thread_and_their_events_come_with_the_next_upd
     finally:
         runner.stop()
         journal.close()
+
+
+def test_how_far_behind_the_stream_is_the_age_of_the_newest_record_read_until_the_feed_runs_dry(devices):
+    from desktop.core.batch import build_batch
+    from desktop.core.monitor import CAUGHT_UP_AFTER
+
+    core = MonitorCore(MonitorModel(journal=AlarmJournal(":memory:")))
+    now = 1_700_000_000.0
+    records = testing.records(devices, mazak03_lines(devices, 200))
+    # Published between 90 and 60 s before they are applied: the newest is 60 s old.
+    stamps = [int((now - 90 + 30 * i / (len(records) - 1)) * 1000) for i in range(len(records))]
+    batch = build_batch([record._replace(timestamp_ms=stamp) for record, stamp in zip(records, stamps)])
+    assert core.apply(batch, now).behind_seconds == pytest.approx(60.0, abs=0.01)
+    # Still reading (a batch came within CAUGHT_UP_AFTER): as far behind as the last batch said.
+    assert core.tick(now + CAUGHT_UP_AFTER / 2).behind_seconds == pytest.approx(60.0, abs=0.01)
+    # No batch for CAUGHT_UP_AFTER: everything there was has been read.
+    assert core.tick(now + CAUGHT_UP_AFTER + 0.1).behind_seconds == 0.0

@@ -129,11 +129,15 @@ def test_the_detail_view_loads_history_then_continues_live_without_a_seam(make_w
     expected_after = direct_read(kafka_broker, topic_prefix, MAZAK03, start_ms)[srpm]
     assert np.array_equal(times, [t for t, _ in expected_after]) and np.array_equal(values, [v for _, v in expected_after])
 
-    # The plot holds the last value: its curve reaches past the last sample.
-    window.refresh()
+    # The plot holds the last value: its curve reaches past the last sample (drawn by the
+    # window's timer within MAX_PLOT_DELAY of arriving).
     curve = detail.plot.curves[srpm]
-    x, y = curve.getData()
-    assert x[-1] >= times[-1] and y[-1] == values[-1]
+
+    def reaches_the_last_sample() -> bool:
+        x, y = curve.getData()
+        return x is not None and len(x) > 0 and x[-1] >= times[-1] and y[-1] == values[-1]
+
+    qtbot.waitUntil(reaches_the_last_sample, timeout=5_000)
     assert detail.strip.bands, "the state timeline shows bands"
     assert "running" in detail.utilisation_label.text()
 

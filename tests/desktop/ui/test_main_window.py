@@ -287,3 +287,79 @@ def test_the_detail_lists_every_series_whole_and_says_whose_availability_it_show
         assert metrics.horizontalAdvance(entry.text()) + 20 <= pens.viewport().width(), \
             f"{entry.text()!r} is {metrics.horizontalAdvance(entry.text())} px in a list {pens.viewport().width()} px wide"
         assert rect.left() >= 0 and entry.toolTip() == entry.text()
+
+
+def test_the_feed_and_core_threads_give_way_to_the_gui_while_it_draws_and_go_on_after(make_window, qtbot):
+    import threading
+
+    window = make_window()
+    priority = window.gui_priority
+    priority.max_wait = 30.0
+    window.refresh()
+    assert priority.busy, "a redraw did not ask the feed and core threads to wait"
+    # A worker that steps aside goes on once the frame's events are handled, long before max_wait.
+    done = threading.Event()
+    threading.Thread(target=lambda: (priority.step_aside(), done.set()), daemon=True).start()
+    qtbot.waitUntil(done.is_set, timeout=10_000)
+    assert not priority.busy
+
+
+def test_the_detail_plot_shows_new_points_within_a_second_without_redrawing_every_frame(make_window, qtbot, devices):
+    import time
+
+    import numpy as np
+
+    from desktop.ui.detail import MAX_PLOT_DELAY
+
+    window = make_window()
+    window.show()
+    window.ingest(testing.batch_of(devices, mazak03_until(devices, 2_000)))
+    qtbot.waitUntil(lambda: "mtc_adapter004" in window.state.machines and bool(window.state.sample_items("mtc_adapter004")))
+    detail = window.open_detail("mtc_adapter004")
+    qtbot.waitUntil(lambda: detail.pens[:1] == ["Mazak03-S_2"] and detail.plot.points.get("Mazak03-S_2", 0) > 0)
+    window.refresh_timer.stop()  # the frames below are the only ones drawn
+    buffer = window.state.series[("mtc_adapter004", "Mazak03-S_2")]
+    start = buffer.last_time
+    drawn = []  # (frame, newest point time the plot was given)
+    set_data = detail.plot.set_data
+
+    def recording(key, times, values, hold_to):
+        if key == "Mazak03-S_2":
+            drawn.append((frame, float(times[-1])))
+        set_data(key, times, values, hold_to)
+
+    detail.plot.set_data = recording
+    began = time.time() + 10
+    frames = 45  # 3 s at the window's 15 Hz, a new point in every frame
+    for frame in range(frames):
+        buffer.extend(np.array([start + frame + 1.0]), np.array([float(frame)]))
+        detail.refresh(began + frame / 15)
+    # Every frame's point is on the plot within MAX_PLOT_DELAY (15 frames) of arriving...
+    for frame in range(frames - 15):
+        shown = next((at for at, newest in drawn if newest >= start + frame + 1.0), None)
+        assert shown is not None and shown - frame <= MAX_PLOT_DELAY * 15, f"the point of frame {frame} waited too long"
+    # ...but the plot was not redrawn for each of them (once a second: three or four times).
+    assert 2 <= len(drawn) <= 4, drawn
+
+
+def test_the_status_bar_says_how_far_behind_the_stream_the_app_reads_and_clears_once_caught_up(make_window, qtbot,
+                                                                                                devices):
+    import time
+
+    from desktop.core.batch import build_batch
+
+    def published(observations, seconds_ago: float):
+        stamp_ms = int((time.time() - seconds_ago) * 1000)
+        records = testing.records(devices, observations)
+        return build_batch([record._replace(timestamp_ms=stamp_ms) for record in records])
+
+    window = make_window()
+    window.show()
+    observations = mazak03_until(devices, 400)
+    # Records the producer published three minutes ago, read only now.
+    window.ingest(published(observations[:200], 180))
+    qtbot.waitUntil(lambda: window.behind_label.isVisible())
+    assert window.behind_label.text() == "3 min behind"
+    # Caught up: the newest records read were published just now.
+    window.ingest(published(observations[200:], 0))
+    qtbot.waitUntil(lambda: not window.behind_label.isVisible())
