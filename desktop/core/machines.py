@@ -138,13 +138,18 @@ def _number(value: Any) -> float | None:
         return None
 
 
+def rough_duration(seconds: float) -> str:
+    """`45 s`, `2 min`, `3 h`: a span as a person reads it at a glance."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
+
+
 def offline_text(seconds: float) -> str:
     """`no data for 2 min`, as the tile says it."""
-    if seconds < 120:
-        return f"no data for {seconds:.0f} s"
-    if seconds < 7200:
-        return f"no data for {seconds / 60:.0f} min"
-    return f"no data for {seconds / 3600:.0f} h"
+    return f"no data for {rough_duration(seconds)}"
 
 
 class MachineTracker:

@@ -55,7 +55,7 @@ from desktop.core.alarms.sharing import AckSharing
 from desktop.core.batch import Batch
 from desktop.core.gui_priority import GuiPriority, favour_short_turns
 from desktop.core.feed import CONNECTED, CONNECTING, DEFAULT_HISTORY_SECONDS, STALLED, STOPPED, UNREACHABLE, WAITING, FeedConfig
-from desktop.core.machines import MachineStatus, worst
+from desktop.core.machines import MachineStatus, rough_duration, worst
 from desktop.core.model import MonitorModel
 from desktop.core.monitor import ALARM_STATE_ORDER, MonitorCore, ViewUpdate
 from desktop.core.services import SERVICE_LABELS, SERVICE_NAMES, ServiceState
@@ -591,11 +591,11 @@ class MainWindow(QMainWindow):
         if (behind >= BEHIND_AFTER) != self.behind_label.isVisibleTo(self):
             self.behind_label.setVisible(behind >= BEHIND_AFTER)
         if behind >= BEHIND_AFTER:
-            text = f"{_behind(behind)} behind"
+            text = f"{rough_duration(behind)} behind"
             if self.behind_label.text() != text:
                 self.behind_label.setText(text)
                 self.behind_label.setToolTip(
-                    f"The newest record read was published {_behind(behind)} ago: the app reads more slowly than "
+                    f"The newest record read was published {rough_duration(behind)} ago: the app reads more slowly than "
                     "the machines write (or is still reading history), and catches up as it can. Alarms and "
                     "states are those of that moment.")
         if self.state.errors:
@@ -741,13 +741,6 @@ class MainWindow(QMainWindow):
         target = widget if widget is not None else self
         return target.grab().save(str(path))
 
-
-def _behind(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.0f} h"
 
 
 def _shorten(text: str, limit: int) -> str:
