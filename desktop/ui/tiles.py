@@ -35,7 +35,8 @@ from PySide6.QtWidgets import (
 
 from desktop.core.alarms import AlarmState
 from desktop.core.machines import SEVERITY, SEVERITY_RANK, MachineStatus, MachineView
-from desktop.ui.theme import STATUS_COLORS, STATUS_TEXT_COLORS, TILE_BACKGROUND, TILE_SELECTED, TILE_TEXT, TILE_TEXT_DIM
+from desktop.ui.theme import (PRIORITY_COLORS, STATUS_COLORS, STATUS_TEXT_COLORS, TILE_BACKGROUND, TILE_SELECTED, TILE_TEXT,
+                              TILE_TEXT_DIM)
 
 SORTS = (("name", "Name"), ("state", "State"), ("time", "Time in state"))
 DENSITIES = (("auto", "Auto"), ("comfortable", "Comfortable"), ("dense", "Dense"))
@@ -88,6 +89,20 @@ ALARM_BADGES = {
     AlarmState.SHELVED.value: "SHELVED",
     AlarmState.OUT_OF_SERVICE.value: "OUT OF SERVICE",
 }
+
+
+# Alarms that mark the tile with a frame: active, or waiting for someone to acknowledge them.
+# A shelved or out-of-service alarm is named on the tile, dimmed, without a frame.
+MARKING_ALARM_STATES = frozenset({AlarmState.UNACKNOWLEDGED_ACTIVE.value, AlarmState.ACKNOWLEDGED_ACTIVE.value,
+                                  AlarmState.UNACKNOWLEDGED_RETURNED.value})
+
+
+def alarm_mark_colour(view: MachineView) -> str | None:
+    """The colour of the tile's alarm frame and alarm text: the priority's colour, as in the
+    alarm table (red when the priority is not known); None when nothing marks the tile."""
+    if view.alarm_state not in MARKING_ALARM_STATES:
+        return None
+    return PRIORITY_COLORS.get(view.alarm_priority, (STATUS_COLORS[MachineStatus.ALARM],))[0]
 
 
 def tile_texts(view: MachineView, now: float) -> dict[str, str]:
@@ -406,8 +421,9 @@ class TileGrid(QWidget):
         painter.setBrush(colour)
         bar = 6 if self._layout.dense else 9
         painter.drawRoundedRect(QRectF(rect.left(), rect.top(), bar, rect.height()), 3, 3)
-        if texts["alarm"]:
-            pen = QPen(QColor(STATUS_COLORS[MachineStatus.ALARM]), 3)
+        mark = alarm_mark_colour(view)
+        if mark is not None:
+            pen = QPen(QColor(mark), 3)
             painter.setPen(pen)
             painter.setBrush(Qt.BrushStyle.NoBrush)
             painter.drawRoundedRect(QRectF(rect).adjusted(1.5, 1.5, -1.5, -1.5), 6, 6)
@@ -472,7 +488,7 @@ class TileGrid(QWidget):
             spindle = f"Spindle {texts['spindle']}" + (f" · load {texts['load']}" if texts["load"] else "")
         bottom = texts["alarm"] or texts["reason"] or spindle
         if texts["alarm"]:
-            colour_text = STATUS_COLORS[MachineStatus.ALARM]
+            colour_text = alarm_mark_colour(view) or TILE_TEXT_DIM
             bottom = texts["alarm"] + (f" — {texts['reason']}" if texts["reason"] else "")
         elif texts["reason"]:
             colour_text = TILE_TEXT_DIM
@@ -499,7 +515,7 @@ class TileGrid(QWidget):
         self._draw(painter, self.font_dense_name, colour.lighter(125), QRect(rect.left(), top, rect.width(), line), state)
         top += line
         extra = texts["alarm"] or texts["warning"] or (f"{texts['spindle']}" if texts["spindle"] else "") or texts["age"]
-        colour_text = STATUS_COLORS[MachineStatus.ALARM] if texts["alarm"] else (
+        colour_text = (alarm_mark_colour(view) or TILE_TEXT_DIM) if texts["alarm"] else (
             STATUS_COLORS[MachineStatus.INTERRUPTED] if texts["warning"] else TILE_TEXT_DIM)
         self._draw(painter, self.font_dense, colour_text, QRect(rect.left(), top, rect.width(), line), extra)
 

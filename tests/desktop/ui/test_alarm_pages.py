@@ -14,6 +14,7 @@ import recorded_nist as testing
 from desktop.core.alarms.timeutil import parse_timestamp
 from desktop.core.settings import Settings
 from desktop.ui.alarm_views import NoteDialog, ShelveDialog
+from desktop.ui.theme import PRIORITY_COLORS
 from kafka_records import create_topics, device_messages, mazak03_observations, observation_messages, produce
 from modal import when_modal
 from producer import wire
@@ -170,17 +171,31 @@ def mazak03_lines(devices, first: int, last: int):
     return [o for _, o in testing.shdr_observations(testing.nist_shdr(MAZAK03_DAY), device, first, last)]
 
 
+def tile_frame_colour(window, uuid: str) -> str:
+    """The colour painted on the tile's top edge, halfway along (where the alarm frame runs)."""
+    grid = window.overview.grid
+    rect = grid.tile_rect(uuid)
+    image = grid.grab(rect).toImage()
+    return image.pixelColor(rect.width() // 2, 1).name()
+
+
 def test_tile_popups_and_horn_follow_the_priority_of_the_alarms(make_window, qtbot, devices):
     window = make_window(Settings(notify="faults_and_warnings"))
     window.show()
     styles: list[str] = []
     window.notifier.popup_styled.connect(styles.append)
-    warning = line_of("|system_cond|Warning|416|")
+    before = line_of("|system_cond|Warning|416|") - 1
+    window.ingest(testing.batch_of(devices, mazak03_lines(devices, 1, before)))
+    qtbot.waitUntil(lambda: "mtc_adapter004" in window.overview.grid.texts)
+    unmarked = tile_frame_colour(window, "mtc_adapter004")
+    warning = before + 1
     # A Warning is medium (the conditions rule): listed and marked on the tile, no pop-up, no horn.
     with qtbot.assertNotEmitted(window.notifier.notification_shown, wait=500):
-        window.ingest(testing.batch_of(devices, mazak03_lines(devices, 1, warning)))
+        window.ingest(testing.batch_of(observations=mazak03_lines(devices, warning, warning)))
         qtbot.waitUntil(lambda: window.overview.grid.texts.get("mtc_adapter004", {}).get("alarm", "")
                         .startswith("MEDIUM · UNACK ALARM"))
+    # The tile's frame is in the medium colour of the alarm table, not the red of a fault.
+    assert tile_frame_colour(window, "mtc_adapter004") == PRIORITY_COLORS["medium"][0] != unmarked
     assert not window.notifier.horn_sounding and not window.horn_label.isVisible()
 
     # A Fault is critical: a critical pop-up, the tile says so, the horn sounds.
@@ -189,6 +204,7 @@ def test_tile_popups_and_horn_follow_the_priority_of_the_alarms(make_window, qtb
         window.ingest(testing.batch_of(observations=mazak03_lines(devices, warning + 1, fault)))
     assert styles == ["critical"]
     qtbot.waitUntil(lambda: window.overview.grid.texts["mtc_adapter004"]["alarm"].startswith("CRITICAL · UNACK ALARM"))
+    assert tile_frame_colour(window, "mtc_adapter004") == PRIORITY_COLORS["critical"][0]
     qtbot.waitUntil(lambda: window.notifier.horn_sounding)
     assert window.horn_label.isVisible()
 
