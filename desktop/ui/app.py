@@ -299,9 +299,10 @@ def run(options: argparse.Namespace) -> int:
         job = ScreenshotJob(window, Path(options.screenshot), options.after, view=options.view,
                             acknowledge=getattr(options, "acknowledge", 0), shelve=getattr(options, "shelve", 0))
     wakeup = _install_signal_handlers(window.close)
-    if services is not None:
-        # Last line of defence (e.g. the loop was quit directly): stop children synchronously.
-        app.aboutToQuit.connect(lambda: services.stop_now() if services.active else None)
+    # Last line of defence (e.g. the loop was quit directly): stop children synchronously -
+    # those of the window's current set (a change of settings replaces it).
+    app.aboutToQuit.connect(lambda: window.services.stop_now()
+                            if window.services is not None and window.services.active else None)
     minimised = getattr(options, "minimised", False) or (settings.start_minimised and not options.screenshot)
     if minimised and window.notifier.uses_tray:
         pass  # monitoring in the tray; the tray icon shows the window

@@ -661,6 +661,8 @@ class MainWindow(QMainWindow):
 
         def restart() -> None:
             self._shutting_down = self._shut_down = False
+            if self.services is not None:
+                self.services.deleteLater()  # stopped: the new settings get a set of their own
             if settings.is_local:
                 self.services = LocalServices.from_settings(settings, self.config_dir, parent=self)
                 self._connect_services(self.services)
@@ -698,8 +700,11 @@ class MainWindow(QMainWindow):
                 then()
             self.shutdown_finished.emit()
 
-        if services is not None and services.active:
-            self._set_progress("Stopping local services…", busy=True)
+        if services is not None:
+            # Also when nothing of ours runs: a set that shares another app's services watches
+            # them, to take over if they go away, and must stop watching too.
+            if services.active:
+                self._set_progress("Stopping local services…", busy=True)
             services.services_stopped.connect(finished, Qt.ConnectionType.SingleShotConnection)
             services.stop()
         else:

@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import shiboken6
 
 from desktop.core.services import ServiceState
 from desktop.ui.services import LocalServices
@@ -102,10 +103,14 @@ def services_factory(qtbot, fake):
         return services
 
     yield make
+    # Every set, also one that only shares another's services: it watches them (to take over
+    # if they go away) and would otherwise start them again during a later test.
+    # (A window whose settings changed has stopped and deleted its set already.)
     for services in made:
-        if services.active:
-            with qtbot.waitSignal(services.services_stopped, timeout=20_000):
-                services.stop()
+        if not shiboken6.isValid(services):
+            continue
+        with qtbot.waitSignal(services.services_stopped, timeout=20_000):
+            services.stop()
 
 
 def test_starts_broker_replay_producer_and_stops_what_it_started(qtbot, fake, services_factory):
@@ -268,3 +273,31 @@ def test_a_second_set_on_this_pc_uses_the_running_services_and_starts_no_produce
     assert "another Machine Monitor" in second.states["producer"][1]
     assert sum(1 for line in fake.log if line.startswith("called run")) == 1
     assert sum(1 for line in fake.log if line.startswith("called replay")) == 1
+
+
+def test_a_window_that_leaves_local_mode_no_longer_takes_over_the_other_apps_services(
+        qtbot, fake, services_factory, make_window, closed_port):
+    from desktop.core.settings import Settings
+
+    first = services_factory()
+    with qtbot.waitSignal(first.services_started, timeout=20_000):
+        first.start()
+    qtbot.waitUntil(lambda: first.states["producer"][0] == ServiceState.RUNNING)
+    # A second window on this PC shares the first one's services (and watches them, to take
+    # over if they go away)...
+    shared = services_factory(watch_interval=0.2, restart_delays=(0.2,))
+    window = make_window(Settings(), services=shared)
+    window.show()
+    with qtbot.waitSignal(shared.services_started, timeout=20_000):
+        window.start()
+    assert shared.reused
+    # ... until its user points it at the plant's cluster instead.
+    window.apply_settings(Settings(mode="remote", bootstrap_servers=closed_port))
+    qtbot.waitUntil(lambda: window.services is None and window.worker is not None, timeout=20_000)
+    assert window.worker.config.bootstrap_servers == closed_port
+    with qtbot.waitSignal(first.services_stopped, timeout=20_000):
+        first.stop()
+    stopped_at = len(fake.log)
+    qtbot.wait(1500)  # several watch intervals: a set still watching would start the broker again
+    assert [line for line in fake.log[stopped_at:] if line.startswith("called")] == [], \
+        "a window in remote mode started local services"
