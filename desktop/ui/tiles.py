@@ -97,6 +97,9 @@ MARKING_ALARM_STATES = frozenset({AlarmState.UNACKNOWLEDGED_ACTIVE.value, AlarmS
                                   AlarmState.UNACKNOWLEDGED_RETURNED.value})
 
 
+_UNACKNOWLEDGED_STATES = frozenset({AlarmState.UNACKNOWLEDGED_ACTIVE.value, AlarmState.UNACKNOWLEDGED_RETURNED.value})
+
+
 def alarm_mark_colour(view: MachineView) -> str | None:
     """The colour of the tile's alarm frame and alarm text: the priority's colour, as in the
     alarm table (red when the priority is not known); None when nothing marks the tile."""
@@ -117,8 +120,12 @@ def tile_texts(view: MachineView, now: float) -> dict[str, str]:
         spindle = "—"
     load = _number(view.spindle_load, "%") if view.spindle_load is not None else ""
     badge = ALARM_BADGES.get(view.alarm_state, "")
-    if badge and view.unacknowledged > 1:
-        badge += f" ×{view.unacknowledged}"
+    if badge and view.alarm_state in _UNACKNOWLEDGED_STATES:
+        if view.unacknowledged > 1:
+            badge += f" ×{view.unacknowledged}"
+    elif badge and view.unacknowledged:
+        # The worst state is an acknowledged one, but others still wait for someone.
+        badge += f" · {view.unacknowledged} UNACK"
     if badge and view.alarm_priority:
         badge = f"{view.alarm_priority.upper()} · {badge}"
     reason = view.reason

@@ -218,8 +218,21 @@ def test_tile_popups_and_horn_follow_the_priority_of_the_alarms(make_window, qtb
     fault_id = next(a.alarm_id for a in window.alarm_pages.alarms.values() if a.native_code == "791")
     window.alarm_pages.active_view.acknowledge_requested.emit([fault_id], "")
     qtbot.waitUntil(lambda: not window.notifier.horn_sounding, timeout=10_000)
-    # (the day's Warnings before it had returned to Normal: acknowledged-active is the worst state left)
-    qtbot.waitUntil(lambda: window.overview.grid.texts["mtc_adapter004"]["alarm"].startswith("CRITICAL · ALARM ACK'D"))
+    # The fault, acknowledged, is the worst state left; the day's Warnings before it returned to
+    # Normal and still wait for an acknowledgement, and the tile says how many.
+    waiting = sum(1 for a in window.alarm_pages.alarms.values() if a.device_uuid == "mtc_adapter004"
+                  and a.alarm_state.value in ("unacknowledged-active", "unacknowledged-returned") and a.alarm_id != fault_id)
+    assert waiting > 0
+    qtbot.waitUntil(lambda: window.overview.grid.texts["mtc_adapter004"]["alarm"]
+                    == f"CRITICAL · ALARM ACK'D · {waiting} UNACK")
+    assert tile_frame_colour(window, "mtc_adapter004") == PRIORITY_COLORS["critical"][0], "still active: still framed"
+    # Every alarm of the machine shelved (the fault and the day's returned warnings): the tile
+    # names it but is no longer framed.
+    everything = [a.alarm_id for a in window.alarm_pages.alarms.values() if a.device_uuid == "mtc_adapter004"]
+    assert len(everything) > 1
+    window.alarm_pages.active_view.shelve_requested.emit(everything, 3600.0, "waiting for the service engineer")
+    qtbot.waitUntil(lambda: window.overview.grid.texts["mtc_adapter004"]["alarm"].startswith("SHELVED"), timeout=10_000)
+    assert tile_frame_colour(window, "mtc_adapter004") == unmarked
 
 
 def test_journal_and_kpi_pages_are_filled_off_the_gui_thread_for_the_screenshot_views(make_window, qtbot, devices):
