@@ -32,7 +32,6 @@ from desktop.core.alarms import Alarm, Notice
 from desktop.core.alarms.model import PRIORITY_RANK
 from desktop.core.alarms.table import Horn, popup_style
 from desktop.core.machines import MachineStatus
-from desktop.ui.alarm_views import local_time
 from desktop.ui.theme import status_icon
 
 TRAY_MESSAGE_MS = 15_000
@@ -55,26 +54,6 @@ def notices_message(notices: list[Notice]) -> tuple[str, str, str]:
     if len(notices) > _SUMMARY_LINES:
         lines.append(f"… and {len(notices) - _SUMMARY_LINES} more")
     return f"{len(notices)} new alarms", "\n".join(lines), top
-
-
-def describe(alarm: Alarm) -> tuple[str, str]:
-    """(title, message) for one alarm."""
-    code = f" {alarm.native_code}" if alarm.native_code else ""
-    title = f"{alarm.device_name}: {alarm.level}{code}"
-    message = alarm.message or alarm.data_item_name
-    return title, f"{message}\n{alarm.data_item_name} · {local_time(alarm.activated_at)}"
-
-
-def summarize(alarms: list[Alarm]) -> tuple[str, str]:
-    """(title, message) for several alarms at once."""
-    if len(alarms) == 1:
-        return describe(alarms[0])
-    lines = [f"{a.device_name}: {a.native_code + ' ' if a.native_code else ''}{a.message or a.data_item_name}" for a in alarms]
-    if len(lines) > _SUMMARY_LINES:
-        lines = lines[:_SUMMARY_LINES] + [f"… and {len(alarms) - _SUMMARY_LINES} more"]
-    kinds = {a.level for a in alarms}
-    noun = "faults" if kinds == {"FAULT"} else "alarms"
-    return f"{len(alarms)} new {noun}", "\n".join(lines)
 
 
 class AlarmBanner(QFrame):
@@ -175,27 +154,6 @@ class AlarmNotifier(QObject):
 
     def set_preferences(self, settings) -> None:
         self.notify_level = settings.notify
-
-    def wanted(self, alarm: Alarm) -> bool:
-        if self.notify_level == "none":
-            return False
-        if self.notify_level == "faults":
-            return alarm.level == "FAULT" or alarm.priority == "critical"
-        return True
-
-    def notify(self, alarms: list[Alarm]) -> None:
-        alarms = [alarm for alarm in alarms if self.wanted(alarm)]
-        if not alarms:
-            return
-        title, message = summarize(alarms)
-        self.last_alert_device = alarms[-1].device_uuid
-        if self.tray is not None:
-            self._message_device = self.last_alert_device
-            self.open_last_action.setEnabled(True)
-            self.tray.showMessage(title, message, QSystemTrayIcon.MessageIcon.Critical, TRAY_MESSAGE_MS)
-        else:
-            self.banner.show_message(title, message.replace("\n", " — ", 1).replace("\n", "; "), self.last_alert_device)
-        self.notification_shown.emit(title, message)
 
     def wanted_notice(self, notice: Notice) -> bool:
         if self.notify_level == "none" or popup_style(notice.priority) is None:

@@ -54,10 +54,12 @@ def test_tray_notifications_do_not_use_the_banner(qtbot, styled_qapp):
     notifier = AlarmNotifier(banner, use_tray=True)
     mazak03 = testing.device_named(testing.load_devices(), "Mazak03")
     day = testing.shdr_observations(testing.nist_shdr("Mazak03-20161116-20161117.txt"), mazak03)
-    alarms = [e.alarm for e in AlarmEngine().process(o for _, o in day) if e.notify]
+    engine = AlarmEngine()
+    engine.process(o for _, o in day)
+    notices = engine.drain_notices()
     with qtbot.waitSignal(notifier.notification_shown) as shown:
-        notifier.notify(alarms[:1])
-    assert shown.args[0] == "Mazak03: FAULT 791"
+        notifier.show_notices(notices[:1])
+    assert shown.args[0] == notices[0].title and "791" in shown.args[0]
     assert not banner.isVisible()
     from desktop.core.machines import MachineStatus
 
