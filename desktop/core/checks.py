@@ -5,7 +5,8 @@ reports what it found: the brokers, which of the product's topics exist under th
 and whether authentication worked (a SASL or TLS failure is told apart from an address
 where nothing answers). `test_agent(url)` asks an MTConnect agent for its probe document and
 lists the devices; the entry `replay` (the recorded NIST replay) lists the devices of the
-bundled recording. Both return a `CheckResult` and never raise.
+bundled recording. `plant_agents(settings, add=, remove=)` reads (and changes) the plant's
+agent list that producer groups follow. All return a `CheckResult` and never raise.
 """
 from __future__ import annotations
 
@@ -84,6 +85,57 @@ def test_kafka(settings: Settings, bootstrap: str | None = None, timeout: float 
         details.append(f"Topics missing: {', '.join(missing)} (the producer creates them when it starts)")
     summary = f"Connected to {len(brokers)} broker(s) at {where} in {seconds:.1f} s"
     return CheckResult(True, summary, tuple(details), seconds, {"brokers": brokers, "present": present, "missing": missing})
+
+
+def plant_agents(settings: Settings, add: str | None = None, remove: str | None = None,
+                 timeout: float = KAFKA_TIMEOUT) -> CheckResult:
+    """The plant's agent list - the compacted agents topic under the prefix, which producer
+    processes started with `--group` follow - after adding or removing one agent if asked
+    (as `python -m producer agents add|remove` does). `found["agents"]` is the list's URLs,
+    sorted. A broker that does not answer is found within `timeout` (the same check as
+    `test_kafka`); never raises."""
+    import datetime
+    import getpass
+    import socket
+
+    from confluent_kafka import KafkaException
+
+    from producer.fleet.agents import add_agent, read_agents, remove_agent
+
+    reach = test_kafka(settings, timeout=timeout)
+    if not reach.ok:
+        return CheckResult(False, reach.summary, reach.details, reach.seconds)
+    began = time.monotonic()
+    config: dict[str, Any] = dict(settings.kafka_config())
+    config["logger"] = _Quiet()
+    prefix = settings.topic_prefix
+    topic = wire.topic_name(wire.AGENTS, prefix)
+    done = ""
+    try:
+        if add:
+            url = wire.normalise_agent_url(add.strip())
+            if url in read_agents(config, prefix, timeout=max(timeout, 10.0)):
+                # Written again it would lose the settings given with `producer agents add --set`.
+                done = f"{url} is in {topic} already (left as it is)"
+            else:
+                now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                add_agent(config, prefix, url, {}, now, f"{getpass.getuser()}@{socket.gethostname()}")
+                done = f"Added {url} to {topic}"
+        elif remove:
+            url = wire.normalise_agent_url(remove.strip())
+            done = f"Removed {url} from {topic}" if remove_agent(config, prefix, url) else f"{url} was not in {topic}"
+        agents = sorted(read_agents(config, prefix, timeout=max(timeout, 10.0)))
+    except ValueError as exc:
+        return CheckResult(False, str(exc), seconds=time.monotonic() - began)
+    except KafkaException as exc:
+        what = "changed" if add or remove else "read"
+        return CheckResult(False, f"The plant's agent list ({topic}) could not be {what}", (_kafka_error_text(exc),),
+                           time.monotonic() - began)
+    except Exception as exc:  # noqa: BLE001 - any failure is a result shown to the user, not a crash
+        return CheckResult(False, f"The plant's agent list ({topic}): {type(exc).__name__}: {exc}", (),
+                           time.monotonic() - began)
+    listed = f"{len(agents)} agent(s) in {topic}"
+    return CheckResult(True, done or listed, (listed,) if done else (), time.monotonic() - began, {"agents": agents})
 
 
 class _Quiet:

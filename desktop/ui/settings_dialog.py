@@ -9,7 +9,9 @@ the cursor; nothing closes until all is well. The SASL password goes to the OS k
 (`desktop.core.secrets`); the dialog says whether this PC has a keyring, and only when the
 user ticks "store the password in the settings file" does it go into `settings.json`. The
 Test buttons run on threads of their own and report within 10 s what they found (brokers,
-topics present, authentication result; an agent's devices).
+topics present, authentication result; an agent's devices). In remote mode the Agents tab
+also shows and edits the plant's agent list in Kafka (the agents topic that producer processes
+started with `--group` follow): Load, Add and Remove run on a thread and write at once.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -37,7 +40,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.core.checks import CheckResult, test_agent, test_kafka
+from producer import wire
+
+from desktop.core.checks import CheckResult, plant_agents, test_agent, test_kafka
 from desktop.core.secrets import SecretStore
 from desktop.core.settings import (
     AGENT_PRESETS,
@@ -203,6 +208,31 @@ class SettingsDialog(QDialog):
         replay_form.addRow("Replay speed", self.speed_spin)
         replay_form.addRow("Replay start", self.replay_start_edit)
         agents_layout.addLayout(replay_form)
+        # The plant's agent list in Kafka, which producer groups follow (remote mode).
+        self.plant_box = QGroupBox("Plant agent list (producer groups)", objectName="plantAgents")
+        self.plant_note = QLabel(objectName="settingsNote")
+        self.plant_note.setWordWrap(True)
+        self.plant_list = QListWidget(objectName="plantAgentList")
+        self.plant_load_button = QPushButton("Load", objectName="plantLoad")
+        self.plant_load_button.clicked.connect(self._on_plant_load_clicked)
+        self.plant_add_button = QPushButton("Add the URL above", objectName="plantAdd")
+        self.plant_add_button.clicked.connect(self._on_plant_add_clicked)
+        self.plant_remove_button = QPushButton("Remove selected", objectName="plantRemove")
+        self.plant_remove_button.clicked.connect(self._on_plant_remove_clicked)
+        self.plant_result = QLabel(objectName="checkResult")
+        self.plant_result.setWordWrap(True)
+        self.plant_result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        plant_buttons = QHBoxLayout()
+        for button in (self.plant_load_button, self.plant_add_button, self.plant_remove_button):
+            plant_buttons.addWidget(button)
+        plant_buttons.addStretch(1)
+        plant_layout = QVBoxLayout(self.plant_box)
+        plant_layout.addWidget(self.plant_note)
+        plant_layout.addWidget(self.plant_list, 1)
+        plant_layout.addLayout(plant_buttons)
+        plant_layout.addWidget(self.plant_result)
+        agents_layout.addWidget(self.plant_box, 1)
+        self.prefix_edit.textChanged.connect(self._update_plant_note)
 
         # -- Display and alerts tab --
         self.offline_spin = QSpinBox(objectName="offlineAfter")
@@ -298,6 +328,8 @@ class SettingsDialog(QDialog):
         self.ca_edit.setEnabled(remote and tls)
         self.speed_spin.setEnabled(not remote)
         self.replay_start_edit.setEnabled(not remote)
+        self._set_plant_enabled(remote)
+        self._update_plant_note()
         self.test_kafka_button.setEnabled(remote)
         self.test_kafka_button.setToolTip("" if remote else "Local mode: the app starts and checks its own broker")
 
@@ -334,9 +366,26 @@ class SettingsDialog(QDialog):
         self.test_agent_button.setEnabled(False)
         self._run_check("agent", lambda: test_agent(url))
 
-    # -- Kafka test ------------------------------------------------------------------------
+    # -- the plant's agent list ------------------------------------------------------------
 
-    def _on_test_kafka_clicked(self) -> None:
+    def _set_plant_enabled(self, enabled: bool) -> None:
+        busy = "plant" in self._checks and self._checks["plant"].property("running") is True
+        for button in (self.plant_load_button, self.plant_add_button, self.plant_remove_button):
+            button.setEnabled(enabled and not busy)
+        self.plant_list.setEnabled(enabled)
+
+    def _update_plant_note(self) -> None:
+        if self.mode_combo.currentData() != "remote":
+            self.plant_note.setText("Remote mode only: the agents that producer processes started with --group "
+                                    "follow, kept on the plant's cluster.")
+            return
+        topic = wire.topic_name(wire.AGENTS, self.prefix_edit.text().strip())
+        self.plant_note.setText(f"Producer processes started with --group follow the agents in {topic} on the "
+                                "cluster above. Add and Remove write to it at once (no Save needed); the producers "
+                                "follow the change within seconds.")
+
+    def _connection_settings(self) -> Settings | None:
+        """The form's connection settings, or None (the problems shown) when they are not usable."""
         try:
             settings = self.settings_from_form(validate=False)
             problems = [p for p in settings.problems() if p[0] in ("bootstrap_servers", "security_protocol", "sasl_mechanism",
@@ -345,19 +394,60 @@ class SettingsDialog(QDialog):
                 raise SettingsError(problems)
         except SettingsError as exc:
             self.show_problems(exc.problems)
+            return None
+        return settings
+
+    def _run_plant(self, text: str, add: str | None = None, remove: str | None = None) -> None:
+        settings = self._connection_settings()
+        if settings is None:
+            return
+        self.plant_result.setText(text)
+        check = self._run_check("plant", lambda: plant_agents(settings, add=add, remove=remove))
+        check.setProperty("running", True)
+        self._set_plant_enabled(True)
+
+    def _on_plant_load_clicked(self) -> None:
+        self._run_plant(f"Reading the plant's agent list from {self.bootstrap_edit.text().strip()}…")
+
+    def _on_plant_add_clicked(self) -> None:
+        url = self.agent_edit.text().strip().rstrip("/")
+        if not url:
+            self.plant_result.setText("Type the agent's URL in the box above, then Add.")
+            return
+        if url in self.plant_agents():
+            self.plant_result.setText(f"{url} is in the plant's list already.")
+            return
+        self._run_plant(f"Adding {url}…", add=url)
+
+    def _on_plant_remove_clicked(self) -> None:
+        item = self.plant_list.currentItem()
+        if item is None:
+            self.plant_result.setText("Choose an agent in the plant's list to remove it.")
+            return
+        self._run_plant(f"Removing {item.text()}…", remove=item.text())
+
+    def plant_agents(self) -> tuple[str, ...]:
+        return tuple(self.plant_list.item(i).text() for i in range(self.plant_list.count()))
+
+    # -- Kafka test ------------------------------------------------------------------------
+
+    def _on_test_kafka_clicked(self) -> None:
+        settings = self._connection_settings()
+        if settings is None:
             return
         self.kafka_result.setText(f"Connecting to {settings.bootstrap_servers}…")
         self.test_kafka_button.setEnabled(False)
         self._run_check("kafka", lambda: test_kafka(settings))
 
-    def _run_check(self, kind: str, work) -> None:
+    def _run_check(self, kind: str, work) -> _Check:
         check = self._checks[kind] = _Check(self)
         check.finished.connect(lambda result, k=kind: self._on_check_finished(k, result))
         check.run(work)
+        return check
 
     def _on_check_finished(self, kind: str, result: CheckResult) -> None:
         self.last_check[kind] = result
-        label = self.kafka_result if kind == "kafka" else self.agent_result
+        label = {"kafka": self.kafka_result, "plant": self.plant_result}.get(kind, self.agent_result)
         mark = "✔" if result.ok else "✘"
         label.setText(f"{mark} {result.text()}")
         label.setProperty("ok", result.ok)
@@ -365,6 +455,12 @@ class SettingsDialog(QDialog):
         label.style().polish(label)
         if kind == "kafka":
             self._update_enabled()
+        elif kind == "plant":
+            self._checks[kind].setProperty("running", False)
+            if result.ok:
+                self.plant_list.clear()
+                self.plant_list.addItems(result.found.get("agents", []))
+            self._set_plant_enabled(self.mode_combo.currentData() == "remote")
         else:
             self.test_agent_button.setEnabled(True)
         self.check_finished.emit(kind, result)

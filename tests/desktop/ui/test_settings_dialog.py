@@ -242,6 +242,75 @@ def test_test_connection_reports_brokers_topics_and_a_dead_address_within_ten_se
     assert not finished.args[1].ok and "No Kafka broker answered" in dialog.kafka_result.text()
 
 
+def producer_agents(bootstrap: str, prefix: str, *args: str) -> str:
+    """`python -m producer agents ...`, as an engineer would run it: its standard output."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "producer", "agents", *args, "--bootstrap", bootstrap,
+                           "--topic-prefix", prefix], capture_output=True, text=True, timeout=120)
+    assert done.returncode in (0, 1), done.stderr
+    return done.stdout
+
+
+def test_the_plant_agent_list_is_loaded_added_to_and_removed_from_in_remote_mode(qtbot, styled_qapp, kafka_broker,
+                                                                                 topic_prefix, closed_port):
+    from PySide6.QtCore import Qt
+
+    first, second = "http://agent1.plant.local:5000", "http://agent2.plant.local:5000"
+    assert "added" in producer_agents(kafka_broker.bootstrap, topic_prefix, "add", first, "--set", "interval_ms=250")
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    dialog.show()
+    # Local mode: the plant's list is not this PC's business.
+    assert not dialog.plant_load_button.isEnabled() and "Remote mode only" in dialog.plant_note.text()
+    dialog.mode_combo.setCurrentIndex(dialog.mode_combo.findData("remote"))
+    dialog.bootstrap_edit.setText(kafka_broker.bootstrap)
+    dialog.prefix_edit.setText(topic_prefix)
+    assert f"{topic_prefix}mtconnect.agents" in dialog.plant_note.text()
+    with qtbot.waitSignal(dialog.check_finished, timeout=30_000) as finished:
+        qtbot.mouseClick(dialog.plant_load_button, Qt.MouseButton.LeftButton)
+    assert finished.args[1].ok, finished.args[1].text()
+    assert dialog.plant_agents() == (first,)
+    assert "1 agent(s)" in dialog.plant_result.text()
+
+    # Added from the dialog: the producers' own tool lists it.
+    dialog.agent_edit.setText(second + "/")
+    with qtbot.waitSignal(dialog.check_finished, timeout=60_000) as finished:
+        qtbot.mouseClick(dialog.plant_add_button, Qt.MouseButton.LeftButton)
+    assert finished.args[1].ok, finished.args[1].text()
+    assert dialog.plant_agents() == (first, second)
+    listed = producer_agents(kafka_broker.bootstrap, topic_prefix, "list")
+    assert first in listed and second in listed and "2 agent(s)" in listed
+
+    # Adding one that is there already (the list not loaded again) keeps its settings.
+    dialog.plant_list.clear()
+    dialog.agent_edit.setText(first)
+    with qtbot.waitSignal(dialog.check_finished, timeout=60_000) as finished:
+        qtbot.mouseClick(dialog.plant_add_button, Qt.MouseButton.LeftButton)
+    assert finished.args[1].ok and "already" in dialog.plant_result.text()
+    assert dialog.plant_agents() == (first, second)
+    assert '"interval_ms": 250' in next(line for line in producer_agents(kafka_broker.bootstrap, topic_prefix, "list")
+                                        .splitlines() if line.startswith(first))
+
+    # Removed from the dialog: gone for the producers too.
+    dialog.plant_list.setCurrentRow(0)
+    with qtbot.waitSignal(dialog.check_finished, timeout=60_000) as finished:
+        qtbot.mouseClick(dialog.plant_remove_button, Qt.MouseButton.LeftButton)
+    assert finished.args[1].ok, finished.args[1].text()
+    assert dialog.plant_agents() == (second,)
+    listed = producer_agents(kafka_broker.bootstrap, topic_prefix, "list")
+    assert first not in listed and second in listed and "1 agent(s)" in listed
+
+    # A cluster that does not answer: said within the check's time, the list left as it was.
+    dialog.bootstrap_edit.setText(closed_port)
+    with qtbot.waitSignal(dialog.check_finished, timeout=15_000) as finished:
+        qtbot.mouseClick(dialog.plant_load_button, Qt.MouseButton.LeftButton)
+    assert not finished.args[1].ok and "No Kafka broker answered" in dialog.plant_result.text()
+    assert dialog.plant_agents() == (second,)
+    assert dialog.plant_load_button.isEnabled()
+
+
 def test_field_labels_are_readable_on_the_dark_theme(qtbot, styled_qapp):
     from PySide6.QtWidgets import QFormLayout, QLabel
 
