@@ -35,6 +35,7 @@ from desktop.core import paths
 from desktop.core.batch import Batch
 from desktop.core.alarms.model import PRIORITY_RANK
 from desktop.core.alarms import AlarmJournal, AlarmState, RulesError, default_journal_path, default_rules_path, load_rules
+from desktop.core.alarms.common import USER_RULES_FILE
 from desktop.core.feed import DEFAULT_HISTORY_SECONDS, FeedConfig
 from desktop.core.model import MonitorModel
 from desktop.core.services import SERVICE_LABELS, SERVICE_NAMES
@@ -234,7 +235,6 @@ class ScreenshotJob(QObject):
         self.window.close()
 
 
-USER_RULES_FILE = "alarm-rules.yaml"
 
 
 def alarm_model(settings: Settings, config_dir: Path) -> MonitorModel:

@@ -626,9 +626,11 @@ class MainWindow(QMainWindow):
             return
         new_settings = dialog.result_settings
         if self.config_dir is not None:
+            from desktop.core.alarms import RulesError
+
             try:
                 dialog.save(self.config_dir)
-            except OSError as exc:
+            except (OSError, RulesError) as exc:
                 QMessageBox.warning(self, "Settings not saved", f"Could not write the settings to {self.config_dir}: {exc}")
         if new_settings != self.settings:
             self.apply_settings(new_settings)

@@ -42,6 +42,8 @@ from PySide6.QtWidgets import (
 
 from producer import wire
 
+from desktop.core.alarms.common import USER_RULES_FILE, CommonRules, common_rules, save_common_rules, with_common_rules
+from desktop.core.alarms.rules import PRIORITIES, RulesError, default_rules_path
 from desktop.core.checks import CheckResult, plant_agents, test_agent, test_kafka
 from desktop.core.secrets import SecretStore
 from desktop.core.settings import (
@@ -264,10 +266,13 @@ class SettingsDialog(QDialog):
         display_layout.addLayout(display_form)
         display_layout.addStretch(1)
 
+        alarms_page = self._build_alarm_rules_page()
+
         self.tabs = QTabWidget(objectName="settingsTabs")
         self.tabs.addTab(kafka_page, "Kafka")
         self.tabs.addTab(agents_page, "Agents")
         self.tabs.addTab(display_page, "Display && alerts")
+        self.tabs.addTab(alarms_page, "Alarm rules")
 
         self.error_label = QLabel(objectName="settingsError")
         self.error_label.setWordWrap(True)
@@ -303,6 +308,101 @@ class SettingsDialog(QDialog):
         self.mode_combo.currentIndexChanged.connect(self._update_enabled)
         self.security_combo.currentIndexChanged.connect(self._update_enabled)
         self._update_enabled()
+
+    # -- the common alarm rules ------------------------------------------------------------
+
+    def _build_alarm_rules_page(self) -> QWidget:
+        """The common rules of the user's rules file (else the default rules), edited in place."""
+        self.result_rules: CommonRules | None = None
+        self.rules_path = self.config_dir / USER_RULES_FILE if self.config_dir is not None else None
+        source = self.rules_path if self.rules_path is not None and self.rules_path.exists() else default_rules_path()
+        self.rules_source = source
+        self.rules_problem = ""
+        try:
+            self.rules_original: CommonRules | None = common_rules(source.read_text(encoding="utf-8"), str(source))
+            self.rules_text = source.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError, RulesError) as exc:
+            self.rules_original, self.rules_text = None, ""
+            self.rules_problem = str(exc)
+        common = self.rules_original or common_rules(default_rules_path().read_text(encoding="utf-8"))
+        self.conditions_check = QCheckBox("MTConnect Conditions raise alarms", objectName="conditionsEnabled")
+        self.conditions_check.setChecked(common.conditions_enabled)
+        self.fault_priority_combo = QComboBox(objectName="faultPriority")
+        self.warning_priority_combo = QComboBox(objectName="warningPriority")
+        for combo in (self.fault_priority_combo, self.warning_priority_combo):
+            for priority in PRIORITIES:
+                combo.addItem(priority.capitalize(), priority)
+        self._set_combo(self.fault_priority_combo, common.fault_priority, by_data=True)
+        if common.warning_priority is None:
+            self.warning_priority_combo.addItem("No alarm (set in the rules file)", None)
+            self.warning_priority_combo.setCurrentIndex(self.warning_priority_combo.count() - 1)
+            self.warning_priority_combo.setEnabled(False)
+        else:
+            self._set_combo(self.warning_priority_combo, common.warning_priority, by_data=True)
+        self.offline_rule_check = QCheckBox("Alarm when a machine's agent is unreachable", objectName="offlineAlarm")
+        self.offline_rule_check.setChecked(common.offline_enabled)
+        self.offline_rule_spin = QSpinBox(objectName="offlineAlarmAfter")
+        self.offline_rule_spin.setRange(1, 86400)
+        self.offline_rule_spin.setSuffix(" s")
+        self.offline_rule_spin.setValue(max(1, round(common.offline_after)))
+        self.spindle_check = QCheckBox("Alarm on high spindle load", objectName="spindleAlarm")
+        self.spindle_check.setChecked(common.spindle_load_enabled)
+        self.spindle_above_spin = QDoubleSpinBox(objectName="spindleAbove")
+        self.spindle_above_spin.setRange(0, 1000)
+        self.spindle_above_spin.setDecimals(1)
+        self.spindle_above_spin.setSuffix(" %")
+        self.spindle_above_spin.setValue(common.spindle_load_above)
+        self.spindle_for_spin = QDoubleSpinBox(objectName="spindleFor")
+        self.spindle_for_spin.setRange(0, 3600)
+        self.spindle_for_spin.setDecimals(1)
+        self.spindle_for_spin.setSuffix(" s")
+        self.spindle_for_spin.setValue(common.spindle_load_for)
+        form = QFormLayout()
+        form.addRow("", self.conditions_check)
+        form.addRow("FAULT priority", self.fault_priority_combo)
+        form.addRow("WARNING priority", self.warning_priority_combo)
+        form.addRow("", self.offline_rule_check)
+        form.addRow("Offline after", self.offline_rule_spin)
+        form.addRow("", self.spindle_check)
+        form.addRow("Spindle load above", self.spindle_above_spin)
+        form.addRow("for at least", self.spindle_for_spin)
+        where = str(self.rules_path) if self.rules_path is not None else "the rules file"
+        self.rules_note = QLabel(objectName="settingsNote")
+        self.rules_note.setWordWrap(True)
+        self.rules_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        if self.rules_problem:
+            self.rules_note.setText(f"The alarm rules file cannot be edited here until it is fixed (it is left as it "
+                                    f"is):\n{self.rules_problem}")
+            self.rules_note.setProperty("ok", False)
+        else:
+            self.rules_note.setText(f"Saved into {where}, only these values; the rest of the file (every other rule, "
+                                    "comments) stays as it is. Changed rules take effect when Machine Monitor next "
+                                    "starts. The full rule format: docs/alarms.md.")
+        for widget in (self.conditions_check, self.fault_priority_combo, self.offline_rule_check, self.offline_rule_spin,
+                       self.spindle_check, self.spindle_above_spin, self.spindle_for_spin):
+            widget.setEnabled(self.rules_original is not None and self.rules_path is not None)
+        if self.rules_original is None or self.rules_path is None:
+            self.warning_priority_combo.setEnabled(False)
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        layout.addLayout(form)
+        layout.addWidget(self.rules_note)
+        layout.addStretch(1)
+        return page
+
+    def rules_from_form(self) -> CommonRules | None:
+        """The common rules as the form has them; None when they cannot be edited here."""
+        if self.rules_original is None or self.rules_path is None:
+            return None
+        return CommonRules(
+            conditions_enabled=self.conditions_check.isChecked(),
+            fault_priority=self.fault_priority_combo.currentData(),
+            warning_priority=self.warning_priority_combo.currentData(),
+            offline_enabled=self.offline_rule_check.isChecked(),
+            offline_after=float(self.offline_rule_spin.value()),
+            spindle_load_enabled=self.spindle_check.isChecked(),
+            spindle_load_above=float(self.spindle_above_spin.value()),
+            spindle_load_for=float(self.spindle_for_spin.value()))
 
     @staticmethod
     def _set_combo(combo: QComboBox, value: str, by_data: bool = False) -> None:
@@ -507,12 +607,25 @@ class SettingsDialog(QDialog):
         except SettingsError as exc:
             self.show_problems(exc.problems)
             return
+        rules = self.rules_from_form()
+        self.result_rules = None
+        if rules is not None and rules != self.rules_original:
+            try:
+                with_common_rules(self.rules_text, rules, str(self.rules_path))  # checked before anything is written
+            except RulesError as exc:
+                self.show_error(str(exc))
+                self.tabs.setCurrentIndex(3)
+                return
+            self.result_rules = rules
         self.accept()
 
     def save(self, directory: Path) -> Path:
         """Save what was accepted (password to the keyring unless the user chose the file)."""
         assert self.result_settings is not None
-        return save_settings(self.result_settings, directory, self.secrets)
+        path = save_settings(self.result_settings, directory, self.secrets)
+        if self.result_rules is not None:
+            save_common_rules(directory / USER_RULES_FILE, self.result_rules, template=default_rules_path())
+        return path
 
     def show_problems(self, problems: list[tuple[str, str]]) -> None:
         for widget, _ in self._field_widgets.values():

@@ -19,6 +19,8 @@ from desktop.core.alarms.rules import PRIORITIES, RuleProblem, RulesError, RuleS
 
 # The rules the dialog edits, found by kind (conditions, offline) or by id (the threshold).
 SPINDLE_LOAD_RULE = "spindle-overload"
+# The user's rules file, in the settings folder; without it the app uses the default rules.
+USER_RULES_FILE = "alarm-rules.yaml"
 
 
 @dataclass(frozen=True)

@@ -331,3 +331,62 @@ def test_field_labels_are_readable_on_the_dark_theme(qtbot, styled_qapp):
         label.ensurePolished()
         ratio = contrast_ratio(label.palette().color(label.foregroundRole()), background)
         assert ratio >= 4.5, f"{label.text()!r}: contrast {ratio:.1f}:1"
+
+
+def _rule(document: dict, rule_id: str) -> dict:
+    return next(rule for rule in document["rules"] if rule["id"] == rule_id)
+
+
+def test_the_common_alarm_rules_are_edited_into_the_users_rules_file_and_the_rest_is_kept(qtbot, styled_qapp, tmp_path):
+    import yaml
+
+    from desktop.core.alarms import default_rules_path, load_rules
+
+    default_text = default_rules_path().read_text(encoding="utf-8")
+    default = yaml.safe_load(default_text)
+    dialog = SettingsDialog(Settings(), config_dir=tmp_path)
+    qtbot.addWidget(dialog)
+    # The form starts from the default rules (there is no user file yet).
+    assert f"{dialog.offline_rule_spin.value()} s" == _rule(default, "machine-offline")["after"]
+    assert dialog.spindle_above_spin.value() == _rule(default, "spindle-overload")["above"]
+    assert dialog.fault_priority_combo.currentData() == _rule(default, "condition")["levels"]["FAULT"]
+    dialog.offline_rule_spin.setValue(300)
+    dialog.spindle_above_spin.setValue(85)
+    dialog.spindle_for_spin.setValue(10)
+    dialog.warning_priority_combo.setCurrentIndex(dialog.warning_priority_combo.findData("low"))
+    dialog._on_save_clicked()
+    assert dialog.result() == SettingsDialog.DialogCode.Accepted
+    dialog.save(tmp_path)
+
+    written_text = (tmp_path / "alarm-rules.yaml").read_text(encoding="utf-8")
+    written = yaml.safe_load(written_text)
+    assert _rule(written, "machine-offline")["after"] == "300 s"
+    assert _rule(written, "spindle-overload")["above"] == 85 and _rule(written, "spindle-overload")["for"] == "10 s"
+    assert _rule(written, "condition")["levels"] == {"FAULT": _rule(default, "condition")["levels"]["FAULT"], "WARNING": "low"}
+    # Every other rule and setting, and the file's comments, as they were.
+    assert [r for r in written["rules"] if r["id"] not in ("machine-offline", "spindle-overload", "condition")] == \
+        [r for r in default["rules"] if r["id"] not in ("machine-offline", "spindle-overload", "condition")]
+    assert written["settings"] == default["settings"]
+    comments = [line for line in default_text.splitlines() if line.lstrip().startswith("#")]
+    assert comments and all(line in written_text.splitlines() for line in comments)
+    load_rules(tmp_path / "alarm-rules.yaml")  # the app loads what was written
+
+    # Opened again, the dialog shows what the file now says.
+    again = SettingsDialog(Settings(), config_dir=tmp_path)
+    qtbot.addWidget(again)
+    assert (again.offline_rule_spin.value(), again.spindle_above_spin.value(), again.spindle_for_spin.value()) == (300, 85, 10)
+
+
+def test_a_broken_rules_file_is_named_and_left_as_it_is(qtbot, styled_qapp, tmp_path):
+    broken = "version: 1\nrules:\n  - id: condition\n    kind: condition\n    levels: {FAULT: urgent}\n"
+    (tmp_path / "alarm-rules.yaml").write_text(broken, encoding="utf-8")
+    dialog = SettingsDialog(Settings(), config_dir=tmp_path)
+    qtbot.addWidget(dialog)
+    note = dialog.rules_note.text()
+    assert "cannot be edited here" in note and "alarm-rules.yaml:5:" in note and "levels.FAULT" in note, note
+    assert not dialog.offline_rule_spin.isEnabled() and not dialog.spindle_check.isEnabled()
+    dialog.offline_spin.setValue(90)  # another setting still saves
+    dialog._on_save_clicked()
+    assert dialog.result() == SettingsDialog.DialogCode.Accepted
+    dialog.save(tmp_path)
+    assert (tmp_path / "alarm-rules.yaml").read_text(encoding="utf-8") == broken
