@@ -347,25 +347,23 @@ class SettingsDialog(QDialog):
         self.offline_rule_spin.setValue(max(1, round(common.offline_after)))
         self.spindle_check = QCheckBox("Alarm on high spindle load", objectName="spindleAlarm")
         self.spindle_check.setChecked(common.spindle_load_enabled)
-        self.spindle_above_spin = QDoubleSpinBox(objectName="spindleAbove")
-        self.spindle_above_spin.setRange(0, 1000)
-        self.spindle_above_spin.setDecimals(1)
-        self.spindle_above_spin.setSuffix(" %")
-        self.spindle_above_spin.setValue(common.spindle_load_above)
-        self.spindle_for_spin = QDoubleSpinBox(objectName="spindleFor")
-        self.spindle_for_spin.setRange(0, 3600)
-        self.spindle_for_spin.setDecimals(1)
-        self.spindle_for_spin.setSuffix(" s")
-        self.spindle_for_spin.setValue(common.spindle_load_for)
+
+        def decimal_box(name: str, top: float, suffix: str, value: float) -> QDoubleSpinBox:
+            box = QDoubleSpinBox(objectName=name)
+            box.setRange(0, top)
+            box.setDecimals(1)
+            box.setSuffix(suffix)
+            box.setValue(value)
+            return box
+
+        self.spindle_above_spin = decimal_box("spindleAbove", 1000, " %", common.spindle_load_above)
+        self.spindle_for_spin = decimal_box("spindleFor", 3600, " s", common.spindle_load_for)
         form = QFormLayout()
-        form.addRow("", self.conditions_check)
-        form.addRow("FAULT priority", self.fault_priority_combo)
-        form.addRow("WARNING priority", self.warning_priority_combo)
-        form.addRow("", self.offline_rule_check)
-        form.addRow("Offline after", self.offline_rule_spin)
-        form.addRow("", self.spindle_check)
-        form.addRow("Spindle load above", self.spindle_above_spin)
-        form.addRow("for at least", self.spindle_for_spin)
+        for label, widget in (("", self.conditions_check), ("FAULT priority", self.fault_priority_combo),
+                              ("WARNING priority", self.warning_priority_combo), ("", self.offline_rule_check),
+                              ("Offline after", self.offline_rule_spin), ("", self.spindle_check),
+                              ("Spindle load above", self.spindle_above_spin), ("for at least", self.spindle_for_spin)):
+            form.addRow(label, widget)
         where = str(self.rules_path) if self.rules_path is not None else "the rules file"
         self.rules_note = QLabel(objectName="settingsNote")
         self.rules_note.setWordWrap(True)
