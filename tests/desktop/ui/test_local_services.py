@@ -265,14 +265,20 @@ def test_a_second_set_on_this_pc_uses_the_running_services_and_starts_no_produce
     with qtbot.waitSignal(first.services_started, timeout=20_000):
         first.start()
     qtbot.waitUntil(lambda: first.states["producer"][0] == ServiceState.RUNNING)
+
+    def started(program: str) -> int:
+        return sum(1 for line in fake.log if line.startswith(f"called {program}"))
+    # (A child is "running" once its process started; its own first line comes a moment later.)
+    qtbot.waitUntil(lambda: started("run") == 1 and started("replay") == 1, timeout=10_000)
     second = services_factory()
-    with qtbot.waitSignal(second.services_started, timeout=20_000) as started:
+    with qtbot.waitSignal(second.services_started, timeout=20_000) as announced:
         second.start()
-    assert started.args == ["127.0.0.1:19092"]
+    assert announced.args == ["127.0.0.1:19092"]
     assert second.reused and not second.broker_owned
     assert "another Machine Monitor" in second.states["producer"][1]
-    assert sum(1 for line in fake.log if line.startswith("called run")) == 1
-    assert sum(1 for line in fake.log if line.startswith("called replay")) == 1
+    assert not second._children, "the second set started a child of its own"
+    qtbot.wait(1000)  # what a child of the second set would have written by now
+    assert (started("run"), started("replay")) == (1, 1)
 
 
 def test_a_window_that_leaves_local_mode_no_longer_takes_over_the_other_apps_services(
