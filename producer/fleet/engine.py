@@ -180,9 +180,11 @@ class FleetEngine:
         return sum(lane.commits for lane in lanes), sum(lane.commit_seconds for lane in lanes)
 
     def crashed_lanes(self) -> list[str]:
+        """Lanes whose thread ended without being closed. A lane opened but not started yet (a
+        group's new assignment, its agents still being attached) has not crashed."""
         with self._lanes_lock:
             return [lane_id for lane_id, lane in self.lanes.items()
-                    if not lane.thread.is_alive() and not lane._closing.is_set()]
+                    if lane.thread.ident is not None and not lane.thread.is_alive() and not lane._closing.is_set()]
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop every follower, then every lane (each after its transaction under way), then the loop."""
