@@ -94,13 +94,10 @@ def plant_agents(settings: Settings, add: str | None = None, remove: str | None 
     (as `python -m producer agents add|remove` does). `found["agents"]` is the list's URLs,
     sorted. A broker that does not answer is found within `timeout` (the same check as
     `test_kafka`); never raises."""
-    import datetime
-    import getpass
-    import socket
-
     from confluent_kafka import KafkaException
 
-    from producer.fleet.agents import add_agent, read_agents, remove_agent
+    from producer.fleet.agents import add_agent, changed_by, read_agents, remove_agent
+    from producer.fleet.follower import utc_now_iso
 
     reach = test_kafka(settings, timeout=timeout)
     if not reach.ok:
@@ -110,21 +107,22 @@ def plant_agents(settings: Settings, add: str | None = None, remove: str | None 
     config["logger"] = _Quiet()
     prefix = settings.topic_prefix
     topic = wire.topic_name(wire.AGENTS, prefix)
+    read_timeout = max(timeout, 10.0)
     done = ""
     try:
+        agents = read_agents(config, prefix, read_timeout) if add else None
         if add:
             url = wire.normalise_agent_url(add.strip())
-            if url in read_agents(config, prefix, timeout=max(timeout, 10.0)):
+            if url in agents:
                 # Written again it would lose the settings given with `producer agents add --set`.
                 done = f"{url} is in {topic} already (left as it is)"
             else:
-                now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-                add_agent(config, prefix, url, {}, now, f"{getpass.getuser()}@{socket.gethostname()}")
-                done = f"Added {url} to {topic}"
+                add_agent(config, prefix, url, {}, utc_now_iso(), changed_by())
+                done, agents = f"Added {url} to {topic}", None
         elif remove:
             url = wire.normalise_agent_url(remove.strip())
             done = f"Removed {url} from {topic}" if remove_agent(config, prefix, url) else f"{url} was not in {topic}"
-        agents = sorted(read_agents(config, prefix, timeout=max(timeout, 10.0)))
+        agents = sorted(agents if agents is not None else read_agents(config, prefix, read_timeout))
     except ValueError as exc:
         return CheckResult(False, str(exc), seconds=time.monotonic() - began)
     except KafkaException as exc:

@@ -66,7 +66,7 @@ _ALARM_RANK = {state: rank for rank, state in enumerate(ALARM_STATE_ORDER)}
 # A tile is marked with the highest priority among the alarms active or waiting for acknowledgement.
 PRIORITY_ORDER = ("critical", "high", "medium", "low")
 _PRIORITY_RANK = {priority: rank for rank, priority in enumerate(PRIORITY_ORDER)}
-_MARKING_STATES = frozenset(ALARM_STATE_ORDER[:3])
+MARKING_STATES = frozenset(ALARM_STATE_ORDER[:3])
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -464,7 +464,7 @@ class MonitorCore:
             best, unacknowledged, top = summary.get(alarm.device_uuid, (len(ALARM_STATE_ORDER), 0, len(PRIORITY_ORDER)))
             if state in (AlarmState.UNACKNOWLEDGED_ACTIVE.value, AlarmState.UNACKNOWLEDGED_RETURNED.value):
                 unacknowledged += 1
-            if state in _MARKING_STATES:
+            if state in MARKING_STATES:
                 top = min(top, _PRIORITY_RANK.get(alarm.priority, len(PRIORITY_ORDER)))
             summary[alarm.device_uuid] = (min(best, rank), unacknowledged, top)
         changed = set()

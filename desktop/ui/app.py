@@ -235,8 +235,6 @@ class ScreenshotJob(QObject):
         self.window.close()
 
 
-
-
 def alarm_model(settings: Settings, config_dir: Path) -> MonitorModel:
     """The model with the alarm rules (the user's `alarm-rules.yaml` in the settings folder,
     else the default rules), the journal in the per-user data folder and this computer's name

@@ -305,6 +305,7 @@ class SettingsDialog(QDialog):
             "notify": (self.notify_combo, 2),
         }
         self._checks: dict[str, _Check] = {}
+        self._plant_busy = False  # a Load, Add or Remove under way
         self.mode_combo.currentIndexChanged.connect(self._update_enabled)
         self.security_combo.currentIndexChanged.connect(self._update_enabled)
         self._update_enabled()
@@ -319,8 +320,8 @@ class SettingsDialog(QDialog):
         self.rules_source = source
         self.rules_problem = ""
         try:
-            self.rules_original: CommonRules | None = common_rules(source.read_text(encoding="utf-8"), str(source))
             self.rules_text = source.read_text(encoding="utf-8")
+            self.rules_original: CommonRules | None = common_rules(self.rules_text, str(source))
         except (OSError, UnicodeDecodeError, RulesError) as exc:
             self.rules_original, self.rules_text = None, ""
             self.rules_problem = str(exc)
@@ -376,10 +377,11 @@ class SettingsDialog(QDialog):
             self.rules_note.setText(f"Saved into {where}, only these values; the rest of the file (every other rule, "
                                     "comments) stays as it is. Changed rules take effect when Machine Monitor next "
                                     "starts. The full rule format: docs/alarms.md.")
+        editable = self.rules_original is not None and self.rules_path is not None
         for widget in (self.conditions_check, self.fault_priority_combo, self.offline_rule_check, self.offline_rule_spin,
                        self.spindle_check, self.spindle_above_spin, self.spindle_for_spin):
-            widget.setEnabled(self.rules_original is not None and self.rules_path is not None)
-        if self.rules_original is None or self.rules_path is None:
+            widget.setEnabled(editable)
+        if not editable:
             self.warning_priority_combo.setEnabled(False)
         page = QWidget()
         layout = QVBoxLayout(page)
@@ -467,9 +469,8 @@ class SettingsDialog(QDialog):
     # -- the plant's agent list ------------------------------------------------------------
 
     def _set_plant_enabled(self, enabled: bool) -> None:
-        busy = "plant" in self._checks and self._checks["plant"].property("running") is True
         for button in (self.plant_load_button, self.plant_add_button, self.plant_remove_button):
-            button.setEnabled(enabled and not busy)
+            button.setEnabled(enabled and not self._plant_busy)
         self.plant_list.setEnabled(enabled)
 
     def _update_plant_note(self) -> None:
@@ -500,9 +501,9 @@ class SettingsDialog(QDialog):
         if settings is None:
             return
         self.plant_result.setText(text)
-        check = self._run_check("plant", lambda: plant_agents(settings, add=add, remove=remove))
-        check.setProperty("running", True)
+        self._plant_busy = True
         self._set_plant_enabled(True)
+        self._run_check("plant", lambda: plant_agents(settings, add=add, remove=remove))
 
     def _on_plant_load_clicked(self) -> None:
         self._run_plant(f"Reading the plant's agent list from {self.bootstrap_edit.text().strip()}…")
@@ -537,11 +538,10 @@ class SettingsDialog(QDialog):
         self.test_kafka_button.setEnabled(False)
         self._run_check("kafka", lambda: test_kafka(settings))
 
-    def _run_check(self, kind: str, work) -> _Check:
+    def _run_check(self, kind: str, work) -> None:
         check = self._checks[kind] = _Check(self)
         check.finished.connect(lambda result, k=kind: self._on_check_finished(k, result))
         check.run(work)
-        return check
 
     def _on_check_finished(self, kind: str, result: CheckResult) -> None:
         self.last_check[kind] = result
@@ -554,7 +554,7 @@ class SettingsDialog(QDialog):
         if kind == "kafka":
             self._update_enabled()
         elif kind == "plant":
-            self._checks[kind].setProperty("running", False)
+            self._plant_busy = False
             if result.ok:
                 self.plant_list.clear()
                 self.plant_list.addItems(result.found.get("agents", []))

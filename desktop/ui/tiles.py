@@ -34,7 +34,9 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.core.alarms import AlarmState
+from desktop.core.alarms.table import UNACKNOWLEDGED
 from desktop.core.machines import SEVERITY, SEVERITY_RANK, MachineStatus, MachineView
+from desktop.core.monitor import MARKING_STATES
 from desktop.ui.theme import (PRIORITY_COLORS, STATUS_COLORS, STATUS_TEXT_COLORS, TILE_BACKGROUND, TILE_SELECTED, TILE_TEXT,
                               TILE_TEXT_DIM)
 
@@ -91,19 +93,15 @@ ALARM_BADGES = {
 }
 
 
-# Alarms that mark the tile with a frame: active, or waiting for someone to acknowledge them.
-# A shelved or out-of-service alarm is named on the tile, dimmed, without a frame.
-MARKING_ALARM_STATES = frozenset({AlarmState.UNACKNOWLEDGED_ACTIVE.value, AlarmState.ACKNOWLEDGED_ACTIVE.value,
-                                  AlarmState.UNACKNOWLEDGED_RETURNED.value})
-
-
-_UNACKNOWLEDGED_STATES = frozenset({AlarmState.UNACKNOWLEDGED_ACTIVE.value, AlarmState.UNACKNOWLEDGED_RETURNED.value})
+# A tile's alarm state is a state's value (see `MonitorCore`'s per-machine summary).
+_UNACKNOWLEDGED_STATES = frozenset(state.value for state in UNACKNOWLEDGED)
 
 
 def alarm_mark_colour(view: MachineView) -> str | None:
     """The colour of the tile's alarm frame and alarm text: the priority's colour, as in the
-    alarm table (red when the priority is not known); None when nothing marks the tile."""
-    if view.alarm_state not in MARKING_ALARM_STATES:
+    alarm table (red when the priority is not known); None when nothing marks the tile (a
+    shelved or out-of-service alarm is named on it, dimmed, without a frame)."""
+    if view.alarm_state not in MARKING_STATES:
         return None
     return PRIORITY_COLORS.get(view.alarm_priority, (STATUS_COLORS[MachineStatus.ALARM],))[0]
 

@@ -88,6 +88,14 @@ def _write(properties: dict[str, Any], prefix: str, agent: str, value: bytes | N
     return sorted(delivered)
 
 
+def changed_by() -> str:
+    """Who makes a change from this process: `user@host`, as the records' `updated_by`."""
+    import getpass
+    import socket
+
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
 def add_agent(properties: dict[str, Any], prefix: str, agent: str, settings: dict[str, Any],
               updated_at: str, updated_by: str | None = None, agents_partitions: int = 6) -> list[int]:
     """Add `agent` to the list (or change its settings); the partitions written."""
@@ -125,9 +133,6 @@ def _setting(text: str) -> tuple[str, Any]:
 
 def agents_cli(args) -> int:
     """`python -m producer agents add|remove|list`."""
-    import getpass
-    import socket
-
     from producer.config import ConfigError, agents_client_config
     from producer.service import utc_now_iso
 
@@ -151,8 +156,7 @@ def agents_cli(args) -> int:
         if args.action == "add":
             try:
                 settings = dict(_setting(text) for text in (args.set or []))
-                written = add_agent(properties, prefix, args.url, settings, utc_now_iso(),
-                                    f"{getpass.getuser()}@{socket.gethostname()}", partitions)
+                written = add_agent(properties, prefix, args.url, settings, utc_now_iso(), changed_by(), partitions)
             except ValueError as exc:
                 log.error("%s", exc)
                 return 2
