@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from desktop.core.alarms import Alarm, AlarmEvent, AlarmState, Notice
+from desktop.core.alarms.table import UNACKNOWLEDGED
 from desktop.core.batch import Batch, SampleSeries, SeriesKey
 from desktop.core.machines import MachineStatus, MachineView
 from desktop.core.model import ModelUpdate, MonitorModel
@@ -453,24 +454,20 @@ class MonitorCore:
 
     def _refresh_alarm_summary(self, devices: set[str]) -> set[str]:
         """Each machine's worst alarm state from the engine; the machines whose summary changed."""
-        summary: dict[str, tuple[int, int, int]] = {}
-        for alarm in self.model.alarm_engine.alarms():
-            if alarm.device_uuid not in devices:
-                continue
-            state = alarm.alarm_state.value
-            rank = _ALARM_RANK.get(state)
-            if rank is None:
-                continue
-            best, unacknowledged, top = summary.get(alarm.device_uuid, (len(ALARM_STATE_ORDER), 0, len(PRIORITY_ORDER)))
-            if state in (AlarmState.UNACKNOWLEDGED_ACTIVE.value, AlarmState.UNACKNOWLEDGED_RETURNED.value):
-                unacknowledged += 1
-            if state in MARKING_STATES:
-                top = min(top, _PRIORITY_RANK.get(alarm.priority, len(PRIORITY_ORDER)))
-            summary[alarm.device_uuid] = (min(best, rank), unacknowledged, top)
+        engine = self.model.alarm_engine
         changed = set()
         for uuid in devices:
-            rank, unacknowledged, top = summary.get(uuid, (len(ALARM_STATE_ORDER), 0, len(PRIORITY_ORDER)))
-            value = (ALARM_STATE_ORDER[rank] if rank < len(ALARM_STATE_ORDER) else "", unacknowledged,
+            best, unacknowledged, top = len(ALARM_STATE_ORDER), 0, len(PRIORITY_ORDER)
+            for alarm_state, priority in engine.device_alarm_states(uuid):
+                rank = _ALARM_RANK.get(alarm_state.value)
+                if rank is None:
+                    continue
+                best = min(best, rank)
+                if alarm_state in UNACKNOWLEDGED:
+                    unacknowledged += 1
+                if alarm_state.value in MARKING_STATES:
+                    top = min(top, _PRIORITY_RANK.get(priority, len(PRIORITY_ORDER)))
+            value = (ALARM_STATE_ORDER[best] if best < len(ALARM_STATE_ORDER) else "", unacknowledged,
                      PRIORITY_ORDER[top] if top < len(PRIORITY_ORDER) else "")
             if self._alarm_summary.get(uuid, ("", 0, "")) != value:
                 self._alarm_summary[uuid] = value

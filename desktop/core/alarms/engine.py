@@ -116,6 +116,19 @@ class _Live:
     def is_normal(self) -> bool:
         return self.retired or (not self.active and self.ack is not None and not self.out_of_service)
 
+    def alarm_state(self) -> m.AlarmState:
+        """`snapshot().alarm_state`, without building the snapshot."""
+        if self.out_of_service:
+            return m.AlarmState.OUT_OF_SERVICE
+        if self.retired:
+            return m.AlarmState.NORMAL
+        if self.shelved:
+            return m.AlarmState.SHELVED
+        acknowledged = self.ack is not None and self.ack.get("at") is not None
+        if self.active:
+            return m.AlarmState.ACKNOWLEDGED_ACTIVE if acknowledged else m.AlarmState.UNACKNOWLEDGED_ACTIVE
+        return m.AlarmState.NORMAL if acknowledged else m.AlarmState.UNACKNOWLEDGED_RETURNED
+
     def snapshot(self) -> Alarm:
         point, ack, shelve = self.point, self.ack or {}, (self.point.shelve or {}) if self.shelved else {}
         return Alarm(
@@ -266,6 +279,9 @@ class AlarmEngine:
         self._devices: dict[str, _Device] = {}
         self._points: dict[tuple[str, str, str], _Point] = {}
         self._alarms: OrderedDict[str, _Live] = OrderedDict()
+        # The same alarms by device, for the per-machine summaries of the tiles.
+        self._device_alarms: dict[str, dict[str, _Live]] = {}
+        self._trim_after = 0  # with the registry full of open alarms, trim again only past this
         self._notified: OrderedDict[str, None] = OrderedDict()
         self._ledger: dict[str, dict[str, Any]] = {}
         self._carried: dict[tuple[str, str, str], _Live] = {}
@@ -493,7 +509,7 @@ class AlarmEngine:
                                                 alarm.acknowledged_station or "", alarm.acknowledgement_note)
             live.chattering, live.stale, live.escalated = alarm.chattering, alarm.stale, alarm.escalated
             live.out_of_service = alarm.out_of_service
-            self._alarms[live.id] = live
+            self._register(live, trim=False)
             self._notified[live.id] = None  # it was shown before the restart
             if live.active:
                 self._carried[(rule.id, alarm.device_uuid, alarm.identity)] = live
@@ -512,6 +528,11 @@ class AlarmEngine:
 
     def alarms(self) -> list[Alarm]:
         return [live.snapshot() for live in self._alarms.values()]
+
+    def device_alarm_states(self, device_uuid: str) -> list[tuple[m.AlarmState, str]]:
+        """(state, priority) of each alarm of one machine: what its tile's summary needs,
+        at the cost of that machine's alarms, not the plant's."""
+        return [(live.alarm_state(), live.priority) for live in self._device_alarms.get(device_uuid, {}).values()]
 
     def counts(self) -> dict[str, int]:
         """How many alarms are in each state, plus standing (active), stale and chattering."""
@@ -983,11 +1004,21 @@ class AlarmEngine:
 
     # -- bookkeeping
 
-    def _register(self, live: _Live) -> None:
+    def _register(self, live: _Live, trim: bool = True) -> None:
         self._alarms[live.id] = live
-        if len(self._alarms) > _REGISTRY_LIMIT:
-            for key in [k for k, a in itertools.islice(self._alarms.items(), len(self._alarms) // 10) if a.is_normal()]:
-                del self._alarms[key]
+        self._device_alarms.setdefault(live.point.device.uuid, {})[live.id] = live
+        if trim and len(self._alarms) > max(_REGISTRY_LIMIT, self._trim_after):
+            self._trim()
+            held = len(self._alarms)
+            self._trim_after = held + held // 10 if held > _REGISTRY_LIMIT else 0
+
+    def _trim(self) -> None:
+        """Forget the oldest NORMAL alarms (from the oldest tenth). Where none of those is
+        normal, the next attempt waits for another tenth of new alarms: scanning on every
+        registration would make each new alarm cost the registry's size."""
+        for key in [k for k, a in itertools.islice(self._alarms.items(), len(self._alarms) // 10) if a.is_normal()]:
+            live = self._alarms.pop(key)
+            self._device_alarms.get(live.point.device.uuid, {}).pop(key, None)
 
     def _count_for_flood(self, epoch: float) -> None:
         settings = self.settings

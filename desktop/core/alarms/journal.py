@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import os
 import sqlite3
@@ -193,9 +194,14 @@ class AlarmJournal:
                 raise
         for alarm in snapshots.values():
             self._alarms[alarm.alarm_id] = alarm
-        while len(self._alarms) > self.limit:
-            oldest_normal = next((k for k, a in self._alarms.items() if a.alarm_state is AlarmState.NORMAL), None)
-            self._alarms.pop(oldest_normal if oldest_normal is not None else next(iter(self._alarms)))
+        excess = len(self._alarms) - self.limit
+        if excess > 0:
+            # The oldest NORMAL ones go first, then the oldest of the rest: one pass, not one per alarm.
+            drop = dict.fromkeys(itertools.islice(
+                (k for k, a in self._alarms.items() if a.alarm_state is AlarmState.NORMAL), excess))
+            drop.update(dict.fromkeys(itertools.islice((k for k in self._alarms if k not in drop), excess - len(drop))))
+            for key in drop:
+                del self._alarms[key]
         self.version += 1
 
     # -- reading back

@@ -8,6 +8,7 @@ acknowledges it, the horn stops when muted or acknowledged) hold whatever widget
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable
 
 from desktop.core.alarms.model import PRIORITY_RANK, Alarm, AlarmState
@@ -53,7 +54,14 @@ class TableFilter:
 
 
 def _newest_first(alarm: Alarm) -> float:
-    moment = parse_timestamp(alarm.activated_at)
+    return _negated_epoch(alarm.activated_at)
+
+
+@lru_cache(maxsize=65_536)
+def _negated_epoch(timestamp: str | None) -> float:
+    # Cached: the table sorts a plant's alarms again whenever one changes, and each
+    # alarm's activation time never changes.
+    moment = parse_timestamp(timestamp)
     return -(moment if moment is not None else 0.0)
 
 

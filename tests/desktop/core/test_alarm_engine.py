@@ -268,3 +268,38 @@ def test_timestamps_with_3_6_or_7_digits_and_without_zone_are_read():
     assert parse_timestamp("2016-11-16T20:29:56.0631234Z") == pytest.approx(support.epoch("2016-11-16T20:29:56.063123"))
     assert parse_timestamp("2016-11-16T20:29:56.063") == pytest.approx(support.epoch("2016-11-16T20:29:56.063"))
     assert parse_timestamp("not a time") is None
+
+
+def test_a_machines_alarm_states_are_those_of_its_alarms(mazak03):
+    engine = AlarmEngine()
+    events = engine.process(mazak03 + support.day("GFAgie01"), now=0.0)
+    first = raised(events)[0].alarm
+    engine.acknowledge(first.alarm_id, by="ana", now=10.0)
+    alarms = engine.alarms()
+    assert {a.alarm_state for a in alarms} >= {AlarmState.UNACKNOWLEDGED_RETURNED, AlarmState.NORMAL}
+    for device_uuid in {a.device_uuid for a in alarms}:
+        expected = sorted((a.alarm_state.value, a.priority) for a in alarms if a.device_uuid == device_uuid)
+        got = sorted((state.value, priority) for state, priority in engine.device_alarm_states(device_uuid))
+        assert got == expected
+    assert engine.device_alarm_states("no-such-machine") == []
+
+
+def test_a_full_registry_forgets_normal_alarms_and_keeps_every_open_one(mazak03, monkeypatch):
+    from desktop.core.alarms import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "_REGISTRY_LIMIT", 10)
+    engine = AlarmEngine()
+    ids = [e.alarm.alarm_id for e in raised(engine.process(mazak03, now=0.0))]
+    assert len(ids) == 15
+    # Nobody acknowledged: all fifteen are open and kept, over the limit.
+    assert {a.alarm_id for a in engine.alarms()} == set(ids)
+    # Acknowledging the cleared ones makes them normal; the next new alarms let them go.
+    for alarm_id in ids:
+        engine.acknowledge(alarm_id, by="ana", now=10.0)
+    still_open = {a.alarm_id for a in engine.alarms() if a.alarm_state is not AlarmState.NORMAL}
+    engine.process(support.day("GFAgie01"), now=20.0)
+    held = {a.alarm_id for a in engine.alarms()}
+    assert still_open <= held
+    assert len(held & set(ids)) < len(ids)
+    for device_uuid in {a.device_uuid for a in engine.alarms()}:
+        assert len(engine.device_alarm_states(device_uuid)) == sum(a.device_uuid == device_uuid for a in engine.alarms())

@@ -136,3 +136,28 @@ def test_nothing_shown_is_lost_when_the_process_is_killed(tmp_path):
     assert missing == []
     reopened = AlarmJournal(path)
     assert len(reopened.search()) == len(stored) >= len(shown)
+
+
+def test_a_full_journal_forgets_the_oldest_alarms_back_to_normal_first_and_keeps_the_open_ones(tmp_path, mazak03):
+    engine = AlarmEngine()
+    events = engine.process(mazak03, now=0.0)
+    in_order = list(dict.fromkeys(e.alarm.alarm_id for e in events))
+    assert len(in_order) == 15
+    journal = AlarmJournal(tmp_path / "alarms.sqlite3", limit=5)
+    journal.apply(events)
+    # Nothing is back to normal yet (nobody acknowledged): the newest five are held.
+    assert [a.alarm_id for a in journal.alarms()] == in_order[-5:][::-1]
+    # Two of the held ones, already cleared, are acknowledged: back to normal.
+    held = {a.alarm_id: a for a in journal.alarms()}
+    returned = [i for i in in_order[-5:] if held[i].alarm_state is AlarmState.UNACKNOWLEDGED_RETURNED][:2]
+    assert len(returned) == 2
+    for alarm_id in returned:
+        journal.apply(engine.acknowledge(alarm_id, by="ana", now=10.0)[1])
+    # Two new alarms: the two normal ones make room, however old the open ones are.
+    newcomers = AlarmEngine().process(support.day("GFAgie01"), now=0.0)
+    new_ids = list(dict.fromkeys(e.alarm.alarm_id for e in newcomers if e.kind == "raised"))[:2]
+    journal.apply([e for e in newcomers if e.alarm.alarm_id in new_ids and e.kind == "raised"])
+    kept = {a.alarm_id for a in journal.alarms()}
+    assert kept == (set(in_order[-5:]) - set(returned)) | set(new_ids)
+    # Everything stays searchable on disk.
+    assert {e.alarm_id for e in journal.search(kinds=["raised"])} >= set(in_order) | set(new_ids)
