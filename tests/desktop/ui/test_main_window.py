@@ -146,6 +146,25 @@ def test_alarm_table_follows_clear_and_reactivation(make_window, qtbot, devices)
     assert faults == [("711", "Unacknowledged"), ("711", "Returned, unacknowledged"), ("791", "Returned, unacknowledged")]
 
 
+
+def test_the_alarms_page_lists_every_alarm_the_moment_it_is_shown(make_window, qtbot, devices):
+    # While another page is shown the table is rebuilt only now and then (a plant's thousands of
+    # alarms take a while to sort); the operator opening it must still see all of them at once.
+    window = make_window()
+    window.show()
+    faults_711 = [n for n, l in enumerate(testing.nist_shdr(MAZAK03_DAY).read_text(encoding="utf-8").splitlines(), 1)
+                  if "|motion_cond|Fault|711|" in l]
+    window.ingest(testing.batch_of(devices, mazak03_until(devices, faults_711[0] - 1)))
+    model = window.alarm_pages.active_view.model
+    qtbot.waitUntil(lambda: model.rowCount() > 0)
+    before = model.rowCount()
+    window.ingest(testing.batch_of(observations=mazak03_until(devices, faults_711[1], faults_711[0])))
+    qtbot.waitUntil(lambda: len(window.alarm_pages.alarms) > before)
+    assert window.tabs.currentWidget() is not window.alarm_pages.active_view
+    window.alarm_pages.show_page("alarms")
+    assert model.rowCount() == len(window.alarm_pages.alarms)
+    assert {model.alarm_at(r).alarm_id for r in range(model.rowCount())} == set(window.alarm_pages.alarms)
+
 def test_history_of_cleared_faults_does_not_pop_up(make_window, qtbot, devices):
     window = make_window()
     window.show()
