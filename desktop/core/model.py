@@ -104,6 +104,24 @@ class MonitorModel:
         self.skipped_count = 0
         self.skipped.clear()
 
+    def use_rules(self, rules: RuleSet, now: float | None = None) -> list[AlarmEvent]:
+        """New alarm rules (the settings dialog saved them): the engine starts over with them
+        as at start, from the journal's open alarms; the caller reads history again.
+
+        First the alarms of a rule that is now off (or gone) are taken out of service, and
+        those of a rule back on return to service, as `set_rule_enabled` does, so what the
+        operator sees follows the change. Returns those events, already in the journal."""
+        now = time.time() if now is None else now
+        old = self.alarm_engine
+        enabled = {rule.id for rule in rules.rules if rule.enabled}
+        events: list[AlarmEvent] = []
+        for rule in old.rules.rules:
+            events += old.set_rule_enabled(rule.id, rule.id in enabled, now)
+        self.journal.apply(events)
+        self.alarm_engine = AlarmEngine(rules, station=old.station, clock=old._clock)
+        self.alarm_engine.restore(self.journal.open_alarms())
+        return events
+
     def apply(self, batch: Batch, now: float | None = None) -> ModelUpdate:
         now = time.time() if now is None else now
         self.record_count += batch.record_count

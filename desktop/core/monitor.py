@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from desktop.core.alarms import Alarm, AlarmEvent, AlarmState, Notice
+from desktop.core.alarms import Alarm, AlarmEvent, AlarmState, Notice, RuleSet
 from desktop.core.alarms.table import UNACKNOWLEDGED
 from desktop.core.batch import Batch, SampleSeries, SeriesKey
 from desktop.core.machines import MachineStatus, MachineView
@@ -280,6 +280,12 @@ class MonitorCore:
         record, events = self.model.alarm_engine.acknowledge(alarm_id, by, note, self._clock())
         self.record_events(events)
         return record
+
+    def use_rules(self, rules: RuleSet) -> list[Alarm]:
+        """New alarm rules (see `MonitorModel.use_rules`); the alarms held afterwards, for the
+        table to start from. The caller reads history again (a feed restart)."""
+        self.record_events(self.model.use_rules(rules, self._clock()))
+        return self.model.alarm_engine.alarms()
 
     def shelve(self, alarm_id: str, by: str, seconds: float, reason: str) -> dict[str, Any]:
         record, events = self.model.alarm_engine.shelve(alarm_id, by, seconds, reason, self._clock())

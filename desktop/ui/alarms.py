@@ -122,6 +122,12 @@ class AlarmPages(QObject):
                 self.alarms[alarm.alarm_id] = alarm
         self._dirty = True
 
+    def replace(self, alarms: Iterable[Alarm]) -> None:
+        """Start over from the engine's alarms (new rules): the table holds exactly these."""
+        self.alarms = {}
+        self.take(alarms)
+        self.alarms_changed.emit()
+
     def apply_events(self, events: Iterable[AlarmEvent]) -> None:
         """Each event carries its alarm as it is after the transition; events come in order."""
         events = list(events)

@@ -32,6 +32,7 @@ Closing the window hides it to the tray when there is one (the first time with a
 """
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from concurrent.futures import Future
@@ -51,6 +52,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.core.alarms import load_rules
+from desktop.core.alarms.common import USER_RULES_FILE
 from desktop.core.alarms.sharing import AckSharing
 from desktop.core.batch import Batch
 from desktop.core.gui_priority import GuiPriority, favour_short_turns
@@ -74,6 +77,8 @@ REFRESH_HZ = 15
 BEHIND_AFTER = 5.0
 FEED_RETRY_DELAYS = (2.0, 5.0, 10.0, 30.0, 60.0)
 OVERVIEW = "overview"
+log = logging.getLogger(__name__)
+
 # Fields whose change needs a new connection (the rest applies in place).
 _CONNECTION_FIELDS = ("mode", "bootstrap_servers", "topic_prefix", "security_protocol", "sasl_mechanism", "sasl_username",
                       "sasl_password", "ssl_ca_location", "kafka_properties", "replay_speed", "agents", "replay_start")
@@ -92,6 +97,7 @@ class MainWindow(QMainWindow):
     shutdown_finished = Signal()
     update_applied = Signal()  # after each ViewUpdate (tests, benchmark)
     detail_opened = Signal(str)  # device uuid
+    rules_applied = Signal(object)  # the Future of the core's use_rules (from the core thread)
 
     def __init__(
         self,
@@ -234,6 +240,8 @@ class MainWindow(QMainWindow):
         self.notifier.attention_window = self
         self.notifier.horn_changed.connect(self._on_horn_changed)
         self._horn_checked = 0.0
+        self.rules_status = ""  # what became of the last change of the alarm rules
+        self.rules_applied.connect(self._on_rules_applied)
         close_tab = QAction("&Close machine tab", self)
         close_tab.setShortcut(QKeySequence("Ctrl+W"))
         close_tab.triggered.connect(lambda: self._on_tab_close_requested(self.tabs.currentIndex()))
@@ -632,8 +640,32 @@ class MainWindow(QMainWindow):
                 dialog.save(self.config_dir)
             except (OSError, RulesError) as exc:
                 QMessageBox.warning(self, "Settings not saved", f"Could not write the settings to {self.config_dir}: {exc}")
+            else:
+                if dialog.result_rules is not None:
+                    self.apply_rules(self.config_dir / USER_RULES_FILE)
         if new_settings != self.settings:
             self.apply_settings(new_settings)
+
+    def apply_rules(self, path: Path) -> None:
+        """The alarm rules file changed: the core loads it and starts its engine over with it,
+        and the feed reads history again, as at start. Open alarms stay; those of a rule
+        switched off are out of service; a file that does not load leaves the old rules."""
+        self.rules_status = f"Applying the alarm rules from {path}…"
+        self._set_progress(self.rules_status, busy=True)
+        future = self.submit(lambda core: core.use_rules(load_rules(path)))
+        future.add_done_callback(self.rules_applied.emit)
+
+    def _on_rules_applied(self, future: Future) -> None:
+        error = future.exception()
+        if error is not None:
+            self.rules_status = f"Alarm rules not applied, the previous ones stay: {error}"
+            self._set_progress(self.rules_status, busy=False)
+            log.error("%s", self.rules_status)
+            return
+        self.alarm_pages.replace(future.result())
+        self.rules_status = "Alarm rules applied"
+        self._set_progress(self.rules_status, busy=False)
+        self._restart_feed()
 
     def apply_settings(self, settings: Settings) -> None:
         """Apply new settings now: display and notification settings in place; a new

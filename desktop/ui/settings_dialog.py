@@ -375,8 +375,9 @@ class SettingsDialog(QDialog):
             self.rules_note.setProperty("ok", False)
         else:
             self.rules_note.setText(f"Saved into {where}, only these values; the rest of the file (every other rule, "
-                                    "comments) stays as it is. Changed rules take effect when Machine Monitor next "
-                                    "starts. The full rule format: docs/alarms.md.")
+                                    "comments) stays as it is. Changed rules apply when you save: the recent history "
+                                    "is read again with them; open alarms stay, those of a rule switched off are "
+                                    "out of service. The full rule format: docs/alarms.md.")
         editable = self.rules_original is not None and self.rules_path is not None
         for widget in (self.conditions_check, self.fault_priority_combo, self.offline_rule_check, self.offline_rule_spin,
                        self.spindle_check, self.spindle_above_spin, self.spindle_for_spin):

@@ -322,3 +322,70 @@ def test_alarm_journal_and_kpi_tables_are_dark_and_readable_in_the_window(make_w
                                      f"{text.name()} on {background.name()} is {ratio:.1f}:1"
                 checked += 1
         assert checked > 0, label
+
+
+def test_alarm_rules_changed_in_the_settings_dialog_apply_at_once(make_window, qtbot, kafka_broker, topic_prefix, devices,
+                                                                   tmp_path):
+    from desktop.core.alarms import AlarmJournal, default_rules_path, load_rules
+    from desktop.core.alarms.common import USER_RULES_FILE, common_rules
+    from desktop.core.model import MonitorModel
+    from desktop.ui.settings_dialog import SettingsDialog
+    from modal import when_modal
+
+    config = tmp_path / "config"
+    client = {"bootstrap.servers": kafka_broker.bootstrap}
+    create_topics(client, topic_prefix)
+    model = MonitorModel(rules=load_rules(default_rules_path()), journal=AlarmJournal(tmp_path / "journal.sqlite3"))
+    window = make_window(Settings(mode="remote", bootstrap_servers=kafka_broker.bootstrap, topic_prefix=topic_prefix),
+                         config_dir=config, model=model)
+    window.show()
+    window.start()
+    qtbot.waitUntil(lambda: window.feed_state == "connected", timeout=60_000)
+    with qtbot.waitSignal(window.notifier.notification_shown, timeout=60_000):
+        produce(client, device_messages(devices, topic_prefix)
+                + observation_messages(mazak03_observations(devices, last_line=fault_791_line()), topic_prefix))
+    window.alarm_pages.show_page("alarms")
+    qtbot.waitUntil(lambda: any(row[CODE] == "791" for row in rows(window)))
+    fault = rows(window)[row_of(window, "791")]
+    assert (fault[STATE], fault[PRIORITY]) == ("Unacknowledged", "critical")
+
+    def change(edit):
+        def action(dialog: SettingsDialog) -> None:
+            edit(dialog)
+            dialog._on_save_clicked()
+        when_modal(lambda widget: isinstance(widget, SettingsDialog), action)
+        window.open_settings()
+
+    # Conditions off: every condition alarm is out of service at once, nothing else changed.
+    change(lambda dialog: dialog.conditions_check.setChecked(False))
+    qtbot.waitUntil(lambda: window.rules_status == "Alarm rules applied", timeout=10_000)
+    assert not common_rules((config / USER_RULES_FILE).read_text(encoding="utf-8")).conditions_enabled
+    before = rows(window)
+    qtbot.waitUntil(lambda: all(row[STATE].startswith("Out of service") for row in rows(window) if row[CODE]),
+                    timeout=10_000)
+    # The other rules' alarms (execution stopped, unavailable) are as they were.
+    assert [row for row in rows(window) if not row[CODE]] == [row for row in before if not row[CODE]]
+    assert any(not row[CODE] for row in before)
+    assert any(row[CODE] == "791" for row in rows(window))
+
+    # Back on, with FAULT as high: the fault still present in the data is an alarm again, of the
+    # new priority, derived from the history read again (so it does not pop up a second time).
+    def conditions_on_fault_high(dialog: SettingsDialog) -> None:
+        dialog.conditions_check.setChecked(True)
+        dialog.fault_priority_combo.setCurrentIndex(dialog.fault_priority_combo.findData("high"))
+    with qtbot.assertNotEmitted(window.notifier.notification_shown, wait=0):
+        change(conditions_on_fault_high)
+        qtbot.waitUntil(lambda: window.rules_status == "Alarm rules applied", timeout=10_000)
+        qtbot.waitUntil(lambda: any(row[CODE] == "791" and row[STATE] == "Unacknowledged" for row in rows(window)),
+                        timeout=30_000)
+    assert [row[PRIORITY] for row in rows(window) if row[CODE] == "791"] == ["high"]
+    assert not any(row[STATE].startswith("Out of service") for row in rows(window))
+
+    # A rules file broken behind the dialog's back is named, and the rules in use stay.
+    broken = tmp_path / "broken-rules.yaml"
+    broken.write_text("version: 1\nrules:\n  - id: conditions\n    kind: no-such-kind\n", encoding="utf-8")
+    shown = rows(window)
+    window.apply_rules(broken)
+    qtbot.waitUntil(lambda: window.rules_status.startswith("Alarm rules not applied"), timeout=10_000)
+    assert str(broken) in window.rules_status and "kind" in window.rules_status
+    assert rows(window) == shown
