@@ -48,7 +48,7 @@ def alarm_id(device_uuid: str, rule_id: str, identity: str, activation: str) -> 
     return f"{device_uuid}/{rule_id}/{digest}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Alarm:
     alarm_id: str
     device_uuid: str
