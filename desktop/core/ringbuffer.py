@@ -5,7 +5,9 @@ memory is bounded twice: by a point capacity per data item and, when the buffer 
 time window applied as points arrive (older points are dropped, so a plant's thousands of
 series hold only the window the app reads from Kafka, not `capacity` points each - that is
 what kept the app's memory growing for half an hour; the oldest points go once they are an
-eighth of a window past it, and `snapshot` cuts at the window exactly). `snapshot` can narrow it further. Storage grows on demand up to twice the capacity and is compacted in place, which keeps
+eighth of a window past it, and `snapshot` cuts at the window exactly). `snapshot` can
+narrow it further. Storage grows on demand up to twice the capacity and is compacted in
+place, which keeps
 the live points contiguous (a cheap slice to read) without a per-append shift. Time never
 goes backwards in a buffer: plotting needs a monotonic x axis, and a timestamp earlier than
 the last one means the source restarted (e.g. a replay looping), so the old points are

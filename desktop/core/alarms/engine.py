@@ -118,16 +118,8 @@ class _Live:
 
     def alarm_state(self) -> m.AlarmState:
         """`snapshot().alarm_state`, without building the snapshot."""
-        if self.out_of_service:
-            return m.AlarmState.OUT_OF_SERVICE
-        if self.retired:
-            return m.AlarmState.NORMAL
-        if self.shelved:
-            return m.AlarmState.SHELVED
-        acknowledged = self.ack is not None and self.ack.get("at") is not None
-        if self.active:
-            return m.AlarmState.ACKNOWLEDGED_ACTIVE if acknowledged else m.AlarmState.UNACKNOWLEDGED_ACTIVE
-        return m.AlarmState.NORMAL if acknowledged else m.AlarmState.UNACKNOWLEDGED_RETURNED
+        return m.state_of(self.out_of_service, self.retired, self.shelved, self.active,
+                          self.ack is not None and self.ack.get("at") is not None)
 
     def snapshot(self) -> Alarm:
         point, ack, shelve = self.point, self.ack or {}, (self.point.shelve or {}) if self.shelved else {}

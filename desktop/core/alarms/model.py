@@ -48,6 +48,19 @@ def alarm_id(device_uuid: str, rule_id: str, identity: str, activation: str) -> 
     return f"{device_uuid}/{rule_id}/{digest}"
 
 
+def state_of(out_of_service: bool, retired: bool, shelved: bool, active: bool, acknowledged: bool) -> AlarmState:
+    """The ISA state of an alarm from its flags (the snapshot's and the engine's)."""
+    if out_of_service:
+        return AlarmState.OUT_OF_SERVICE
+    if retired:
+        return AlarmState.NORMAL
+    if shelved:
+        return AlarmState.SHELVED
+    if active:
+        return AlarmState.ACKNOWLEDGED_ACTIVE if acknowledged else AlarmState.UNACKNOWLEDGED_ACTIVE
+    return AlarmState.NORMAL if acknowledged else AlarmState.UNACKNOWLEDGED_RETURNED
+
+
 @dataclass(frozen=True, slots=True)
 class Alarm:
     alarm_id: str
@@ -91,15 +104,7 @@ class Alarm:
 
     @property
     def alarm_state(self) -> AlarmState:
-        if self.out_of_service:
-            return AlarmState.OUT_OF_SERVICE
-        if self.retired:
-            return AlarmState.NORMAL
-        if self.shelved:
-            return AlarmState.SHELVED
-        if self.is_active:
-            return AlarmState.ACKNOWLEDGED_ACTIVE if self.is_acknowledged else AlarmState.UNACKNOWLEDGED_ACTIVE
-        return AlarmState.NORMAL if self.is_acknowledged else AlarmState.UNACKNOWLEDGED_RETURNED
+        return state_of(self.out_of_service, self.retired, self.shelved, self.is_active, self.is_acknowledged)
 
     @property
     def point(self) -> tuple[str, str, str]:

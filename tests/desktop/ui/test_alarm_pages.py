@@ -34,12 +34,12 @@ def devices():
     return testing.load_devices()
 
 
-@pytest.fixture
-def live_window(make_window, qtbot, kafka_broker, topic_prefix, devices):
+def open_live_window(make_window, qtbot, kafka_broker, topic_prefix, devices, **options):
     """A window on the broker that has read Mazak03's day up to its first Fault, live."""
     client = {"bootstrap.servers": kafka_broker.bootstrap}
     create_topics(client, topic_prefix)
-    window = make_window(Settings(mode="remote", bootstrap_servers=kafka_broker.bootstrap, topic_prefix=topic_prefix))
+    window = make_window(Settings(mode="remote", bootstrap_servers=kafka_broker.bootstrap, topic_prefix=topic_prefix),
+                         **options)
     window.show()
     window.start()
     # Written once the feed runs, so it is live data (history pops nothing up).
@@ -48,6 +48,11 @@ def live_window(make_window, qtbot, kafka_broker, topic_prefix, devices):
         produce(client, device_messages(devices, topic_prefix)
                 + observation_messages(mazak03_observations(devices, last_line=fault_791_line()), topic_prefix))
     return window
+
+
+@pytest.fixture
+def live_window(make_window, qtbot, kafka_broker, topic_prefix, devices):
+    return open_live_window(make_window, qtbot, kafka_broker, topic_prefix, devices)
 
 
 def rows(window) -> list[list[str]]:
@@ -333,17 +338,8 @@ def test_alarm_rules_changed_in_the_settings_dialog_apply_at_once(make_window, q
     from modal import when_modal
 
     config = tmp_path / "config"
-    client = {"bootstrap.servers": kafka_broker.bootstrap}
-    create_topics(client, topic_prefix)
     model = MonitorModel(rules=load_rules(default_rules_path()), journal=AlarmJournal(tmp_path / "journal.sqlite3"))
-    window = make_window(Settings(mode="remote", bootstrap_servers=kafka_broker.bootstrap, topic_prefix=topic_prefix),
-                         config_dir=config, model=model)
-    window.show()
-    window.start()
-    qtbot.waitUntil(lambda: window.feed_state == "connected", timeout=60_000)
-    with qtbot.waitSignal(window.notifier.notification_shown, timeout=60_000):
-        produce(client, device_messages(devices, topic_prefix)
-                + observation_messages(mazak03_observations(devices, last_line=fault_791_line()), topic_prefix))
+    window = open_live_window(make_window, qtbot, kafka_broker, topic_prefix, devices, config_dir=config, model=model)
     window.alarm_pages.show_page("alarms")
     qtbot.waitUntil(lambda: any(row[CODE] == "791" for row in rows(window)))
     fault = rows(window)[row_of(window, "791")]
