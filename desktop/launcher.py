@@ -11,6 +11,9 @@ CLI starts, `tie_to_app` makes the child end when the app does:
 - elsewhere (macOS, Windows): a daemon thread waits for the app to end (polling the parent
   pid on POSIX, a process handle on Windows) and raises SIGTERM in the child.
 
+A clean stop that hangs must not keep a child alive either: the same thread (on Linux too)
+ends the child with `os._exit` once `EXIT_GRACE_SECONDS` have passed since the app ended.
+
 The broker needs more, because `broker start` starts it in a session of its own and exits
 once it is ready: the broker must outlive that command, so no parent-death signal can reach
 it. After a `broker start` that really started a broker (not one that was already running,
@@ -42,6 +45,8 @@ from desktop.core.services import APP_PID_ENV
 WATCHDOG_FLAG = "--broker-watchdog"
 _PR_SET_PDEATHSIG = 1
 _POLL_SECONDS = 1.0
+# How long a child may take to stop cleanly once the app is gone, before it exits at once.
+EXIT_GRACE_SECONDS = 20.0
 _IS_WINDOWS = sys.platform == "win32"
 
 
@@ -97,8 +102,7 @@ def _raise_sigterm() -> None:
     signal.raise_signal(signal.SIGTERM)
 
 
-def _watch_parent(app_pid: int) -> None:
-    """Fallback where there is no parent-death signal: SIGTERM ourselves once the app is gone."""
+def _wait_for_app_end(app_pid: int) -> None:
     if _IS_WINDOWS:
         while _windows_wait(app_pid, 60_000) is False:
             pass
@@ -106,18 +110,41 @@ def _watch_parent(app_pid: int) -> None:
         # An orphan is adopted by another process: the parent pid changes when the app dies.
         while os.getppid() == app_pid:
             time.sleep(_POLL_SECONDS)
-    _raise_sigterm()
 
 
-def tie_to_app(app_pid: int) -> str:
-    """End this process (SIGTERM) when the app `app_pid` ends; returns the mechanism used."""
+def _watch_parent(app_pid: int, send_sigterm: bool, exit_grace: float | None) -> None:
+    """Once the app is gone: SIGTERM ourselves (where no parent-death signal did), then, if the
+    clean stop has not ended the process within `exit_grace` seconds, end it at once."""
+    _wait_for_app_end(app_pid)
+    if send_sigterm:
+        _raise_sigterm()
+    if exit_grace is None:
+        return
+    time.sleep(exit_grace)
+    # Still here: the clean stop hangs (a thread that does not end, a write that blocks).
+    # The app is gone, so no one would ever stop this process; its stderr may be gone too.
+    with contextlib.suppress(OSError, ValueError):
+        print(f"{' '.join(sys.argv[:2])}: the app ended {exit_grace:g} s ago and the clean stop has not "
+              "finished; exiting now", file=sys.stderr, flush=True)
+    os._exit(128 + signal.SIGTERM)
+
+
+def tie_to_app(app_pid: int, exit_grace: float | None = EXIT_GRACE_SECONDS) -> str:
+    """End this process when the app `app_pid` ends: SIGTERM at once, which the producer's
+    commands answer with a clean stop, and a hard exit `exit_grace` seconds later if that stop
+    has not finished (None: never; for a command whose clean-up must not be cut short).
+    Returns the mechanism that sends the SIGTERM."""
+    mechanism = "thread"
     if _set_parent_death_signal(signal.SIGTERM):
+        mechanism = "pdeathsig"
         # The app may have died before the signal was armed: then no one will send it.
         if os.getppid() != app_pid:
             _raise_sigterm()
-        return "pdeathsig"
-    threading.Thread(target=_watch_parent, args=(app_pid,), name="app-lifeline", daemon=True).start()
-    return "thread"
+        if exit_grace is None:
+            return mechanism
+    threading.Thread(target=_watch_parent, args=(app_pid, mechanism == "thread", exit_grace),
+                     name="app-lifeline", daemon=True).start()
+    return mechanism
 
 
 # --------------------------------------------------------------------------- the broker
@@ -219,9 +246,11 @@ def run_producer_cli(arguments: list[str]) -> int:
     app_pid = app_pid_from_environment()
     if app_pid is None:
         return int(producer_main(arguments) or 0)
-    tie_to_app(app_pid)
     if arguments[:2] == ["broker", "start"]:
+        # Its clean-up stops the broker it was bringing up: cutting that short would leave one.
+        tie_to_app(app_pid, exit_grace=None)
         return _run_broker_start(arguments, app_pid)
+    tie_to_app(app_pid)
     return int(producer_main(arguments) or 0)
 
 

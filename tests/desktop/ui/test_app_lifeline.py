@@ -44,6 +44,19 @@ def processes_with_environment(name: str, value: str) -> dict[int, str]:
     return found
 
 
+def where_it_is(pid: int) -> str:
+    """What the kernel says of a process that should have ended: its state, signals, threads."""
+    base = Path(f"/proc/{pid}")
+    try:
+        fields = dict(line.split(":", 1) for line in (base / "status").read_text().splitlines() if ":" in line)
+        threads = [f"{(task / 'comm').read_text().strip()}@{(task / 'wchan').read_text() or '-'}"
+                   for task in sorted((base / "task").iterdir())]
+    except OSError as error:
+        return f"({error})"
+    shown = " ".join(f"{name}={fields[name].strip()}" for name in ("State", "PPid", "SigPnd", "ShdPnd", "SigIgn", "SigCgt") if name in fields)
+    return f"{shown} threads: {', '.join(threads)}"
+
+
 def wait_for(condition, timeout: float, what: str, app: subprocess.Popen | None = None, log: Path | None = None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -123,7 +136,7 @@ def test_killed_app_leaves_no_broker_replay_or_producer(app):
         time.sleep(0.25)
     left = app.family()
     assert not left, (f"{len(left)} of the app's {len(started)} processes outlived it by {GONE_TIMEOUT:g} s:\n"
-                      + "\n".join(f"  {pid}: {command[:200]}" for pid, command in left.items()))
+                      + "\n".join(f"  {pid}: {command[:200]}\n    {where_it_is(pid)}" for pid, command in left.items()))
     assert app.broker.status() is None
 
 
