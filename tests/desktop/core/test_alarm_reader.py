@@ -208,7 +208,8 @@ def test_reader_runs_inside_a_consumer_loop_that_reads_other_topics_too(kafka_br
             messages = consumer.consume(num_messages=100, timeout=0.5)
             taken += reader.take(messages)
             others += [m for m in messages if m.error() is None and m.topic() == other_topic]
-        assert [r["record_id"] for r in taken] == [r["record_id"] for r in records]
+        # Each alarm's records go to the partition of its key: three alarms, no order across them.
+        assert ids(taken) == ids(records)
         # The loop's own topic is still its own: assigned and read as before.
         assert [wire.decode(m.value())["state"] for m in others] == ["connected"]
         assert reader.attach(consumer)  # nothing new: the positions are kept, nothing read twice
