@@ -6,6 +6,7 @@ desktop app (and a frozen build) can call `main(argv)` directly.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import sys
 from pathlib import Path
@@ -61,6 +62,9 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    # A crash in native code (librdkafka, lxml, a malloc abort) prints every thread's Python
+    # stack to the log before the process dies: the log then says where it happened.
+    faulthandler.enable(sys.stderr, all_threads=True)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

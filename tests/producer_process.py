@@ -111,6 +111,9 @@ class ProducerProcess:
         """SIGTERM; (exit code, seconds it took). A producer that does not stop in time fails the test."""
         assert self.process is not None
         self.sample_rss()
+        if self.process.poll() is not None:
+            raise AssertionError(f"the producer had already exited with {self.process.returncode} before SIGTERM"
+                                 f"\n{self.tail()}")
         self.note(f"SIGTERM to producer pid {self.process.pid}")
         started = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
