@@ -1,5 +1,6 @@
-"""The FAULT pop-up through a real system tray: Xvfb plus the `trayer` tray host, the app on
-Qt's xcb platform in its own process (this test process runs offscreen)."""
+"""The FAULT pop-up, and a start minimised to the tray, through a real system tray: Xvfb plus
+the `trayer` tray host, the app on Qt's xcb platform in its own process (this test process
+runs offscreen)."""
 from __future__ import annotations
 
 import json
@@ -64,3 +65,21 @@ def test_fault_pops_up_as_a_tray_message_not_the_banner(x_display_with_tray):
     assert sum(abs(int(after[i:i + 2], 16) - int(red[i:i + 2], 16)) for i in (0, 2, 4)) < 60, result
     assert result["opened_by_click"] == "mtc_adapter004", result
     assert result["opened_by_menu"] == "mtc_adapter004", result
+
+
+def test_start_minimised_shows_only_the_tray_icon_until_it_is_clicked(x_display_with_tray, tmp_path):
+    # "Start minimised" ticked in the settings dialog; remote mode at an address nobody answers.
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    (config_dir / "settings.json").write_text(json.dumps(
+        {"mode": "remote", "bootstrap_servers": "127.0.0.1:9", "start_minimised": True}))
+    env = {**os.environ, "DISPLAY": x_display_with_tray, "QT_QPA_PLATFORM": "xcb",
+           "MACHINE_MONITOR_DATA_DIR": str(tmp_path / "data"),
+           "PYTHONPATH": os.pathsep.join([str(HERE.parent.parent.parent), os.environ.get("PYTHONPATH", "")])}
+    completed = subprocess.run([sys.executable, str(HERE / "minimised_session.py"), str(config_dir)], env=env,
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["tray_visible"], result
+    assert result["visible_windows"] == [], f"a window is on screen although the app started minimised: {result}"
+    assert result["shown_after_click"], result
