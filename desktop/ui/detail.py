@@ -18,6 +18,7 @@ once a second (`MAX_PLOT_DELAY`).
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from concurrent.futures import Future
@@ -199,6 +200,11 @@ class LogModel(QAbstractTableModel):
 def _local(timestamp: str | None) -> str:
     if not timestamp:
         return ""
+    return _local_text(timestamp)
+
+
+@functools.lru_cache(maxsize=4096)  # the log shows the same entries on every refresh
+def _local_text(timestamp: str) -> str:
     try:
         return datetime.fromtimestamp(parse_timestamp(timestamp)).strftime("%Y-%m-%d %H:%M:%S")
     except (ValueError, OverflowError, OSError):
@@ -329,6 +335,9 @@ class DetailView(QWidget):
         self.log_view.verticalHeader().setVisible(False)
         self.log_view.setAlternatingRowColors(True)
         self.log_view.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        # Times are all one width ("2016-11-16 20:29:56"): sized once, not measured from the
+        # rows on every refresh (that measuring was the costliest thing the GUI thread did).
+        self.log_view.setColumnWidth(0, self.log_view.fontMetrics().horizontalAdvance("8888-88-88 88:88:88") + 16)
         self.log_view.setEditTriggers(QTableView.EditTrigger.NoEditTriggers)
 
         lower = QSplitter(Qt.Orientation.Horizontal)
@@ -585,7 +594,6 @@ class DetailView(QWidget):
                 self._device_version = version
                 self._log_drawn_at = now
                 self.log_model.set_entries(self.log_entries())
-                self.log_view.resizeColumnToContents(0)
 
     def _refresh_panel(self, view, now: float) -> None:
         if view is None:

@@ -307,6 +307,15 @@ def test_the_detail_lists_every_series_whole_and_says_whose_availability_it_show
             f"{entry.text()!r} is {metrics.horizontalAdvance(entry.text())} px in a list {pens.viewport().width()} px wide"
         assert rect.left() >= 0 and entry.toolTip() == entry.text()
 
+    # The event log's times are whole ("2017-10-30 08:00:00", not cut to "2017-10-30 0…").
+    log = detail.log_view
+    qtbot.waitUntil(lambda: detail.log_model.rowCount() > 0)
+    times = {detail.log_model.rows[row][0] for row in range(detail.log_model.rowCount())}
+    widest = max(times, key=log.fontMetrics().horizontalAdvance)
+    assert len(widest) == len("2017-10-30 08:00:00"), widest
+    assert log.fontMetrics().horizontalAdvance(widest) + 8 <= log.columnWidth(0), \
+        f"{widest!r} needs {log.fontMetrics().horizontalAdvance(widest)} px in a column {log.columnWidth(0)} px wide"
+
 
 def test_the_feed_and_core_threads_give_way_to_the_gui_while_it_draws_and_go_on_after(make_window, qtbot):
     import threading
