@@ -59,12 +59,23 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _file_descriptor(stream) -> int | None:
+    try:
+        return stream.fileno() if stream is not None else None
+    except (OSError, ValueError):  # io.UnsupportedOperation: a stream in memory
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     # A crash in native code (librdkafka, lxml, a malloc abort) prints every thread's Python
-    # stack to the log before the process dies: the log then says where it happened.
-    faulthandler.enable(sys.stderr, all_threads=True)
+    # stack to the log before the process dies: the log then says where it happened. Where
+    # stderr is no file (run embedded, or a windowed build without a console) there is no log
+    # to write it to, and the process runs as before.
+    stderr_fd = _file_descriptor(sys.stderr)
+    if stderr_fd is not None:
+        faulthandler.enable(stderr_fd, all_threads=True)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
