@@ -28,6 +28,14 @@ def vm_hwm_mb(pid: int) -> float | None:
     return int(match.group(1)) / 1024 if match else None
 
 
+def process_state(pid: int) -> str | None:
+    """The kernel's one-letter state of a process (R, S, D, Z...), None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 class ProducerProcess:
     def __init__(self, log_path: Path):
         self.log_path = log_path

@@ -14,8 +14,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
+from producer_process import process_state
 from repo_paths import REPO_ROOT
 
 GRACE = 1.5
@@ -48,11 +48,7 @@ APP = textwrap.dedent("""
 
 
 def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    return process_state(pid) not in (None, "Z")
 
 
 def test_child_whose_clean_stop_hangs_still_ends_after_the_app_is_killed(tmp_path):

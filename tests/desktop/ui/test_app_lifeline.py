@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from producer.broker import LocalBroker
+from producer_process import process_state
 from repo_paths import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -34,7 +35,7 @@ def processes_with_environment(name: str, value: str) -> dict[int, str]:
         if not entry.name.isdigit():
             continue
         try:
-            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            if process_state(int(entry.name)) in (None, "Z"):
                 continue
             if wanted not in (entry / "environ").read_bytes().split(b"\0"):
                 continue
