@@ -294,9 +294,13 @@ class TileGrid(QWidget):
 
     def set_views(self, views: dict[str, MachineView], changed: Iterable[str], now: float | None = None) -> None:
         """The fleet changed: recompute the texts of changed tiles, repaint only those (or
-        re-lay out when the order changed)."""
+        re-lay out when the order changed).
+
+        The grid keeps its own copy of `views`: the caller's dict changes in place when the
+        fleet is reset or a machine leaves, and the once-a-second clock and painting must keep
+        reading the fleet that `order` was made from until the next redraw hands over the new one."""
         now = time.time() if now is None else now
-        self.views = views
+        self.views = dict(views)
         changed = set(changed)
         for uuid in changed:
             view = views.get(uuid)

@@ -13,6 +13,7 @@ from PySide6.QtCore import QPoint, Qt
 
 import recorded_nist as testing
 from desktop.core.machines import MachineStatus
+from desktop.core.monitor import ViewUpdate
 from desktop.core.settings import Settings
 
 DAYS = {"Mazak03": "Mazak03-20161116-20161117.txt", "Mazak01": "Mazak01-20171030-20171031.txt",
@@ -273,6 +274,26 @@ def test_nothing_is_clipped_at_1024x700_and_a_changed_machine_repaints_only_its_
     assert tile(window, "mtc_adapter004")["spindle"] == f"{speed['value'] + 250.0:,.0f} rpm"
     assert grid.repainted <= {"mtc_adapter004"} | {u for u in grid.order if grid.tile_rect(u).intersects(
         grid.tile_rect("mtc_adapter004"))}, grid.repainted
+
+
+def test_the_tiles_keep_ticking_and_painting_when_the_fleet_is_reset_between_redraws(make_window, qtbot, devices):
+    # Changed alarm rules or settings reset the fleet (the core re-reads it). That reset can
+    # land between two redraws, while the once-a-second clock and painting still draw the
+    # tiles of the last redraw; the next redraw then empties the overview.
+    window = make_window()
+    window.show()
+    line = find_line(DAYS["Mazak03"], lambda l, f: l.get("execution") == "ACTIVE" and not f)
+    feed_until(window, devices, "Mazak03", line)
+    grid = window.overview.grid
+    qtbot.waitUntil(lambda: len(grid.order) == 8 and tile(window, "mtc_adapter004").get("state") == "RUNNING")
+    window.refresh_timer.stop()
+    window.state.apply(ViewUpdate(reset=True))
+    grid.refresh_times(time.time() + 5)  # would raise for a machine that left the fleet
+    grid.repaint()
+    assert "mtc_adapter004" in grid.order and tile(window, "mtc_adapter004")["state"] == "RUNNING"
+    window.refresh()
+    assert grid.order == [] and not window.overview.tiles
+    assert window.overview.summary.counts[MachineStatus.RUNNING] == 0
 
 
 def test_two_hundred_machines_fit_one_1920x1080_screen_in_the_dense_layout(make_window, qtbot, devices):
