@@ -2,7 +2,7 @@
 # Installs the Debian packages the app and its tests need: Java 17 and Maven for the
 # local Kafka broker, the JDK's jmods for the installed app's Java runtime, Qt's X11
 # libraries, Xvfb and a tray host for the system-tray tests, the freedesktop entry
-# validator for the start-at-login test. Does nothing when everything is present; as
+# validator and GLib's launcher for the start-at-login tests. Does nothing when everything is present; as
 # non-root it prints the command.
 set -euo pipefail
 
@@ -20,6 +20,7 @@ command -v trayer >/dev/null 2>&1 || need+=(trayer)
 command -v xwd >/dev/null 2>&1 || need+=(x11-apps)
 command -v xprop >/dev/null 2>&1 || need+=(x11-utils)  # xprop, xwininfo: what a window shows
 command -v desktop-file-validate >/dev/null 2>&1 || need+=(desktop-file-utils)
+command -v gio >/dev/null 2>&1 || need+=(libglib2.0-bin)  # gio launch: runs an entry as a desktop would
 for lib in libxcb-cursor0 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1 libdbus-1-3 \
            libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0 \
            libxcb-render-util0 libxcb-image0; do

@@ -9,7 +9,7 @@ clear `AutostartError`.
 from __future__ import annotations
 
 import os
-import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -34,13 +34,35 @@ def autostart_dir() -> Path:
     return Path(base) / "autostart"
 
 
+# Characters that make an Exec argument need quotes (Desktop Entry Specification, "The Exec key").
+_EXEC_RESERVED = frozenset(" \t\n\"'\\><~|&;$*?#()`")
+
+
+def exec_argument(part: str) -> str:
+    """One argument of a desktop entry's Exec key, as the Desktop Entry Specification wants it:
+    in double quotes when it holds a reserved character, with `"`, `` ` ``, `$` and `\\`
+    escaped inside them, then the value's own escaping of `\\`; a literal `%` is `%%` (a
+    single one starts a field code). Shell-style single quotes are not part of the format."""
+    if part and not _EXEC_RESERVED.intersection(part):
+        text = part
+    else:
+        text = '"' + "".join("\\" + char if char in '"`$\\' else char for char in part) + '"'
+    return text.replace("\\", "\\\\").replace("%", "%%")
+
+
+def run_value(command: list[str]) -> str:
+    """The Run key's command line: quoted so Windows splits it back into the same arguments
+    (a program under "C:\\Program Files" included)."""
+    return subprocess.list2cmdline(command)
+
+
 def desktop_entry(command: list[str]) -> str:
     return "\n".join([
         "[Desktop Entry]",
         "Type=Application",
         "Name=Machine Monitor",
         "Comment=Real-time monitoring and alarms for MTConnect machines",
-        f"Exec={' '.join(shlex.quote(part) for part in command)}",
+        f"Exec={' '.join(exec_argument(part) for part in command)}",
         "Icon=machine-monitor",
         "Terminal=false",
         "X-GNOME-Autostart-enabled=true",
@@ -57,7 +79,7 @@ def set_autostart(enabled: bool, command: list[str] | None = None) -> Path | str
                              winreg.KEY_SET_VALUE)
         with key:
             if enabled:
-                winreg.SetValueEx(key, RUN_VALUE, 0, winreg.REG_SZ, " ".join(f'"{part}"' for part in command))
+                winreg.SetValueEx(key, RUN_VALUE, 0, winreg.REG_SZ, run_value(command))
             else:
                 try:
                     winreg.DeleteValue(key, RUN_VALUE)
