@@ -13,13 +13,17 @@ What runs, all on this machine:
   Rate control is a 10 ms token bucket; the achieved rate is printed. The observations are
   drawn and encoded once (a cycle of 100,000), so a record costs a byte join (its sequence
   number and timestamp) and `produce()`.
-- **The app**: `MainWindow` offscreen at 1920x1080, in remote mode against that broker, the
-  overview shown and one machine's detail tab opened once data flows (the overview is drawn
-  by the same timer in either case; the detail is the visible tab, so its plot redraws).
+- **The app**: `MainWindow` offscreen at 1920x1080, in remote mode against that broker, set
+  up as `python -m desktop` sets it up: the default alarm rules, the alarm journal on disk
+  (in the temp folder, as `MACHINE_MONITOR_DATA_DIR`), the default 10-minute window of live
+  points per series. The overview is shown and one machine's detail tab opened once data
+  flows (the overview is drawn by the same timer in either case; the detail is the visible
+  tab, so its plot redraws).
 - **The probe**: a 20 ms `QTimer` on the GUI thread; each tick's lateness (actual interval -
   20 ms) is the event-loop latency. p50/p95/max over the measured period (after `--warmup`).
 - **Memory**: VmRSS every 5 s; peak over the run and growth from the end of the first minute
-  of the measured period to its end.
+  of the measured period to its end. Beside it, what the app holds by design: the live points
+  of every series (the 10-minute window fills during the run) and the alarms.
 - **History**: before the load starts, 24 h of NIST Mazak01 (the recorded day, re-timed to
   the last 24 h, with Kafka timestamps spread the same way) go to a topic prefix of their
   own, and `load_history` (as the detail view's "Last 24 h" does) reads them; the time is
@@ -231,6 +235,17 @@ def write_history(bootstrap: str) -> tuple[str, int]:
     return mazak01["device_uuid"], len(observations)
 
 
+def series_footprint(model) -> tuple[int, int, int]:
+    """(series, live points, bytes of their arrays) in the core's store, read from the GUI
+    thread while the core thread may add a series (then read again)."""
+    for _ in range(20):
+        try:
+            return model.series.footprint()
+        except RuntimeError:  # the store's dict changed size while it was read
+            time.sleep(0.01)
+    return 0, 0, 0
+
+
 def rss_mb() -> float:
     with open("/proc/self/status", encoding="ascii") as status:
         for line in status:
@@ -336,8 +351,18 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics) -> int:
 
     app = QApplication([sys.argv[0]])
     apply_style(app)
+    from desktop.core.alarms import default_journal_path
+    from desktop.ui.app import alarm_model
+
     settings = Settings(mode="remote", bootstrap_servers=bootstrap, topic_prefix=PREFIX)
-    window = MainWindow(settings, use_tray=False, history_seconds=5.0)
+    config_dir = temp_path / "config"
+    config_dir.mkdir(exist_ok=True)
+    # As the app runs for a user: default rules, the journal on disk, the default window.
+    model = alarm_model(settings, config_dir)
+    window = MainWindow(settings, config_dir=config_dir, model=model, use_tray=False,
+                        data_dir=default_journal_path().parent)
+    print(f"app: live window {model.window_seconds / 60:g} min per series, {len(model.alarm_engine.rules.rules)} "
+          f"alarm rules, journal {default_journal_path()}", flush=True)
     window.resize(1920, 1080)
     # Experiments: BENCH_SWITCH_INTERVAL (seconds) overrides the window's interpreter switch
     # interval, BENCH_NO_GUI_PRIORITY=1 makes the feed and core threads never wait for the GUI.
@@ -402,6 +427,8 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics) -> int:
             if int(now - marks["measure"]) % 5 == 0:
                 rss.append((now - marks["measure"], rss_mb()))
                 loads.append(os.getloadavg()[0])
+            if int(now - marks["measure"]) in (60, 61) and "points_at_minute" not in marks:
+                marks["points_at_minute"] = series_footprint(model)
             if int(now - marks["measure"]) % 60 == 0 and now - marks["measure"] > 1:
                 print(f"  {now - marks['measure']:.0f} s: {window.state.observation_rate:,.0f} obs/s shown, "
                       f"RSS {rss_mb():.0f} MB, load {os.getloadavg()[0]:.2f}, "
@@ -414,6 +441,7 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics) -> int:
                 marks["gave_way_at_end"] = (window.gui_priority.waits, window.gui_priority.waited)
                 marks["behind_at_end"] = window.state.behind_seconds
                 marks["alarms_at_end"] = len(window.alarm_pages.alarms)
+                marks["points_at_end"] = series_footprint(model)
                 if tracing:
                     print_growth(marks["trace_at_measure"], tracemalloc.take_snapshot())
                 if counting:
@@ -464,6 +492,9 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics) -> int:
           f"p95 {percentile(latencies, 0.95):.1f} ms, max {max(latencies, default=0):.1f} ms")
     print(f"memory: peak RSS {peak:.0f} MB, after the first minute {after_minute:.0f} MB, at the end "
           f"{rss[-1][1] if rss else 0:.0f} MB")
+    for label, key in (("after the first minute", "points_at_minute"), ("at the end", "points_at_end")):
+        series, points, allocated = marks.get(key, (0, 0, 0))
+        print(f"live points {label}: {points:,} in {series:,} series, {allocated / 1e6:.0f} MB of arrays")
     print(f"BENCH desktop obs_per_s={consumed:.0f} loop_p95_ms={percentile(latencies, 0.95):.1f} "
           f"loop_max_ms={max(latencies, default=0):.1f} rss_mb={peak:.0f} rss_growth_pct={growth:.1f} "
           f"history_load_s={history_load_s:.2f}", flush=True)

@@ -55,6 +55,10 @@ class RingBuffer:
         self._start = self._end = 0
         self.version += 1
 
+    @property
+    def allocated_bytes(self) -> int:
+        return self._times.nbytes + self._values.nbytes
+
     def extend(self, times: np.ndarray, values: np.ndarray) -> None:
         """Append samples in time order; keeps only the newest `capacity` of them."""
         times = np.asarray(times, dtype=np.float64)
@@ -153,3 +157,9 @@ class SeriesStore:
 
     def clear(self) -> None:
         self._buffers.clear()
+
+    def footprint(self) -> tuple[int, int]:
+        """(series, points held, bytes allocated for them): what the live window costs."""
+        buffers = list(self._buffers.values())
+        return (len(buffers), sum(len(buffer) for buffer in buffers),
+                sum(buffer.allocated_bytes for buffer in buffers))
