@@ -107,6 +107,8 @@ class AckBook:
 
 # Longest alarm id accepted from the topic: ids are `{device_uuid}/{rule_id}/{16 hex}`.
 MAX_ALARM_ID_LENGTH = 1000
+# Seconds before the delivery thread reports the same kind of client error again.
+REPEAT_ERROR_AFTER = 600.0
 
 
 def _type_name(value: Any) -> str:
@@ -217,6 +219,11 @@ class AckOutbox:
         # librdkafka's own lines while the broker is away (one per retry) once per kind until
         # a record is delivered again, not on stderr.
         self._log_throttle = None
+        # Client errors (error_cb) while the broker is away come once per reconnect attempt:
+        # each kind is reported once, then again only after REPEAT_ERROR_AFTER seconds (with
+        # how many were held back) or once a record was delivered in between.
+        self._reported_errors: dict[Any, float] = {}
+        self._held_errors = 0
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -280,8 +287,16 @@ class AckOutbox:
         return self._producer
 
     def _on_kafka_error(self, error: Any) -> None:
-        self.last_error = str(error)
-        self.on_error(self.last_error)
+        self.last_error = error.str() if hasattr(error, "str") else str(error)
+        kind = error.code() if hasattr(error, "code") else self.last_error
+        now = time.monotonic()
+        reported = self._reported_errors.get(kind)
+        if reported is not None and now - reported < REPEAT_ERROR_AFTER:
+            self._held_errors += 1
+            return
+        self._reported_errors[kind] = now
+        held, self._held_errors = self._held_errors, 0
+        self.on_error(self.last_error + (f" ({held} similar client error(s) before this not repeated)" if held else ""))
 
     def _on_delivered(self, record_id: str) -> Callable[[Any, Any], None]:
         def report(error: Any, message: Any) -> None:
@@ -293,6 +308,9 @@ class AckOutbox:
                 return
             if self._log_throttle is not None:
                 self._log_throttle.state_changed("delivering")
+            # Delivered again: the next outage is reported at once.
+            self._reported_errors.clear()
+            self._held_errors = 0
             with self._lock:
                 self._db.execute("UPDATE outbox SET delivered_at = ?, topic = ?, partition = ?, offset = ? WHERE record_id = ?",
                                  (time.time(), message.topic(), message.partition(), message.offset(), record_id))
