@@ -145,6 +145,7 @@ class MainWindow(QMainWindow):
         self.feed_state = ""
         self.feed_detail = ""
         self._seen_observations = False
+        self._service_progress = False
         self._feed_retries = 0
         self._shutting_down = False
         self._shut_down = False
@@ -499,6 +500,8 @@ class MainWindow(QMainWindow):
             self.start_feed(bootstrap)
 
     def _on_progress_reported(self, text: str) -> None:
+        # Cleared again once every local service runs (see _on_service_state_changed).
+        self._service_progress = True
         self._set_progress(text, busy=True)
         if not self.state.machines:
             self.overview.set_waiting_text(text)
@@ -523,6 +526,12 @@ class MainWindow(QMainWindow):
         self.services_label.style().polish(self.services_label)
         if state == ServiceState.FAILED.value:
             self._set_progress(f"{SERVICE_LABELS.get(name, name)}: {detail}", busy=False)
+        elif self._service_progress and self._seen_observations and all(
+                self.services.states[s][0] == ServiceState.RUNNING for s in SERVICE_NAMES if self.services.expected(s)):
+            # A restart is over: "Starting producer…" and its busy bar would otherwise stay
+            # (the first start's progress is cleared by the first observations instead).
+            self._service_progress = False
+            self._set_progress("", busy=False)
 
     def _on_services_started(self, bootstrap: str) -> None:
         self._set_progress(f"Local services running; connecting to Kafka at {bootstrap}…", busy=True)

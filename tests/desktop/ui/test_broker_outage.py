@@ -139,6 +139,9 @@ def test_local_mode_restarts_its_broker_when_it_dies_and_live_data_resumes(make_
     qtbot.waitUntil(lambda: window.broker_label.text() == f"Kafka: connected to {services.bootstrap}", timeout=30_000)
     assert services.restart_counts["broker"] == 1
     assert services.states["producer"][0].value == "running"
+    # The restart is over, and the status bar says nothing is starting any more.
+    qtbot.waitUntil(lambda: window.progress_bar.isHidden(), timeout=10_000)
+    assert "Starting" not in window.progress_label.text() and "restarting" not in window.progress_label.text()
     assert window.state.skipped_count == 0
     with qtbot.waitSignal(window.shutdown_finished, timeout=90_000):
         window.shutdown()
