@@ -79,6 +79,10 @@ FEED_RETRY_DELAYS = (2.0, 5.0, 10.0, 30.0, 60.0)
 OVERVIEW = "overview"
 log = logging.getLogger(__name__)
 
+# Unacknowledged alarms of these priorities turn the tray icon red whatever the machine does.
+URGENT_PRIORITIES = frozenset({"critical", "high"})
+_UNACKNOWLEDGED = frozenset(ALARM_STATE_ORDER[:1] + ALARM_STATE_ORDER[2:3])
+
 # Fields whose change needs a new connection (the rest applies in place).
 _CONNECTION_FIELDS = ("mode", "bootstrap_servers", "topic_prefix", "security_protocol", "sasl_mechanism", "sasl_username",
                       "sasl_password", "ssl_ca_location", "kafka_properties", "replay_speed", "agents", "replay_start")
@@ -558,9 +562,13 @@ class MainWindow(QMainWindow):
     # -- drawing --------------------------------------------------------------------------
 
     def worst_status(self) -> MachineStatus | None:
-        """The worst current state of any machine; an unacknowledged alarm counts as alarm."""
+        """The worst current state of any machine (the tray icon's colour). An unacknowledged
+        alarm of high or critical priority counts as alarm; a lower one does not (a machine
+        whose adapter reports nothing would otherwise keep the tray red from the first minute,
+        and a red that is always there is soon ignored)."""
         statuses = [view.status for view in self.state.machines.values()]
-        if any(view.alarm_state in ALARM_STATE_ORDER[:1] + ALARM_STATE_ORDER[2:3] for view in self.state.machines.values()):
+        if any(view.alarm_state in _UNACKNOWLEDGED and view.alarm_priority in URGENT_PRIORITIES
+               for view in self.state.machines.values()):
             statuses.append(MachineStatus.ALARM)
         return worst(statuses)
 

@@ -391,3 +391,25 @@ def test_the_status_bar_says_how_far_behind_the_stream_the_app_reads_and_clears_
     # Caught up: the newest records read were published just now.
     window.ingest(published(observations[200:], 0))
     qtbot.waitUntil(lambda: not window.behind_label.isVisible())
+
+
+def test_the_tray_turns_red_for_an_urgent_alarm_not_for_machines_that_report_nothing(make_window, qtbot, devices):
+    from desktop.core.alarms import default_rules_path, load_rules
+    from desktop.core.machines import MachineStatus
+    from desktop.core.model import MonitorModel
+
+    window = make_window(model=MonitorModel(rules=load_rules(default_rules_path())))
+    window.show()
+    hurcos = [d["device_uuid"] for d in devices if d["device_name"].startswith("Hurco")]
+    fault_line = line_of("|motion_cond|Fault|791|")
+    window.ingest(testing.batch_of(devices, hurco_unavailable(devices) + mazak03_until(devices, fault_line - 1)))
+    # The Hurcos' adapters report nothing: each has a low-priority alarm waiting for
+    # acknowledgement, and Mazak03 runs.
+    qtbot.waitUntil(lambda: tile(window, "mtc_adapter004").get("state") == "RUNNING" and all(
+        tile(window, uuid).get("alarm", "").startswith("LOW · UNACK") for uuid in hurcos))
+    qtbot.waitUntil(lambda: window.notifier.status is not None)
+    assert window.notifier.status is not MachineStatus.ALARM, "low-priority alarms alone must not turn the tray red"
+
+    window.ingest(testing.batch_of(observations=mazak03_until(devices, fault_line, fault_line)))
+    qtbot.waitUntil(lambda: window.notifier.status is MachineStatus.ALARM)
+    assert tile(window, "mtc_adapter004")["state"] == "ALARM"
