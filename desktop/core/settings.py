@@ -93,6 +93,13 @@ _NUMBER_FIELDS = ("replay_speed", "offline_after")
 _LIST_FIELDS = ("agents", "shifts")
 
 
+def agent_url_problem(agent: str) -> str | None:
+    """What is wrong with an entry of the agent list (the words follow the entry), or None."""
+    if agent == REPLAY_AGENT or re.match(r"^https?://[^\s/]+(/\S*)?$", agent):
+        return None
+    return "is not an http:// or https:// URL"
+
+
 class SettingsError(ValueError):
     """Settings that cannot be used; `problems` holds (field, message) pairs."""
 
@@ -268,8 +275,9 @@ class Settings:
         if self.ssl_ca_location and self.mode == "remote" and not Path(self.ssl_ca_location).expanduser().is_file():
             add("ssl_ca_location", f"file not found: {self.ssl_ca_location}")
         for agent in self.agents:
-            if agent != REPLAY_AGENT and not re.match(r"^https?://[^\s/]+", agent):
-                add("agents", f"{agent[:80]!r} is not an http:// or https:// URL")
+            problem = agent_url_problem(agent)
+            if problem is not None:
+                add("agents", f"{agent[:80]!r} {problem}")
         if len(set(self.agents)) != len(self.agents):
             add("agents", "an agent is listed twice")
         if self.mode == "local" and not self.agents:

@@ -55,6 +55,7 @@ from desktop.core.settings import (
     SECURITY_PROTOCOLS,
     Settings,
     SettingsError,
+    agent_url_problem,
     format_properties,
     parse_properties,
     save_settings,
@@ -70,6 +71,24 @@ class _Check(QObject):
 
     def run(self, work) -> None:
         threading.Thread(target=lambda: self.finished.emit(work()), name="settings-check", daemon=True).start()
+
+
+# Fields a "Test connection" result depends on.
+_CONNECTION_FIELDS = frozenset({"mode", "bootstrap_servers", "topic_prefix", "security_protocol", "sasl_mechanism",
+                                "sasl_username", "sasl_password", "ssl_ca_location", "kafka_properties"})
+
+
+def _on_edit(widget: QWidget, slot) -> None:
+    """Connect `slot` to whatever signal says the user changed `widget`'s value."""
+    if isinstance(widget, (QLineEdit, QPlainTextEdit)):
+        widget.textChanged.connect(slot)
+    elif isinstance(widget, QComboBox):
+        widget.currentIndexChanged.connect(slot)
+    elif isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+        widget.valueChanged.connect(slot)
+    elif isinstance(widget, QListWidget):
+        widget.model().rowsInserted.connect(slot)
+        widget.model().rowsRemoved.connect(slot)
 
 
 def agent_label(url: str) -> str:
@@ -309,6 +328,12 @@ class SettingsDialog(QDialog):
         self.mode_combo.currentIndexChanged.connect(self._update_enabled)
         self.security_combo.currentIndexChanged.connect(self._update_enabled)
         self._update_enabled()
+        # Once problems are shown, every edit checks the form again, so a message goes as soon
+        # as its field is fixed; a test's result goes once what it tested was changed.
+        for name, (widget, _) in self._field_widgets.items():
+            _on_edit(widget, lambda *args, n=name: self._on_field_edited(n))
+        self.password_in_file_check.toggled.connect(lambda *args: self._on_field_edited("sasl_password"))
+        self.agent_edit.textChanged.connect(lambda *args: self._clear_result(self.agent_result))
 
     # -- the common alarm rules ------------------------------------------------------------
 
@@ -443,9 +468,18 @@ class SettingsDialog(QDialog):
 
     def _on_add_agent_clicked(self) -> None:
         url = self.agent_edit.text().strip().rstrip("/")
-        if url and url not in self.agents():
-            self._add_agent_item(url)
-            self.agent_edit.clear()
+        if not url:
+            self._show_result(self.agent_result, "Type the agent's URL in the box, then Add.")
+            return
+        problem = agent_url_problem(url)
+        if problem is not None:
+            self._show_result(self.agent_result, f"✘ {url[:80]!r} {problem}", ok=False)
+            return
+        if url in self.agents():
+            self._show_result(self.agent_result, f"{agent_label(url)} is in the list already.")
+            return
+        self._add_agent_item(url)
+        self.agent_edit.clear()
 
     def _on_add_preset_clicked(self) -> None:
         url = self.preset_combo.currentData()
@@ -544,6 +578,31 @@ class SettingsDialog(QDialog):
         check.finished.connect(lambda result, k=kind: self._on_check_finished(k, result))
         check.run(work)
 
+    def _on_field_edited(self, field: str) -> None:
+        if field in _CONNECTION_FIELDS:
+            self._clear_result(self.kafka_result)
+        if field == "agents":
+            self._clear_result(self.agent_result)
+        if not self.error_label.isVisible():
+            return
+        try:
+            self.settings_from_form()
+        except SettingsError as exc:
+            self.show_problems(exc.problems, focus=False)
+        else:
+            self.show_problems([], focus=False)
+
+    @staticmethod
+    def _show_result(label: QLabel, text: str, ok: bool | None = None) -> None:
+        label.setText(text)
+        label.setProperty("ok", ok)
+        label.style().unpolish(label)
+        label.style().polish(label)
+
+    def _clear_result(self, label: QLabel) -> None:
+        if label.text() and not label.text().endswith("…"):  # a test under way reports when done
+            self._show_result(label, "")
+
     def _on_check_finished(self, kind: str, result: CheckResult) -> None:
         self.last_check[kind] = result
         label = {"kafka": self.kafka_result, "plant": self.plant_result}.get(kind, self.agent_result)
@@ -626,7 +685,9 @@ class SettingsDialog(QDialog):
             save_common_rules(directory / USER_RULES_FILE, self.result_rules, template=default_rules_path())
         return path
 
-    def show_problems(self, problems: list[tuple[str, str]]) -> None:
+    def show_problems(self, problems: list[tuple[str, str]], focus: bool = True) -> None:
+        """Mark the fields named in `problems` and list the messages (none: clear them);
+        `focus` moves to the first of them (not while the user is typing)."""
         for widget, _ in self._field_widgets.values():
             widget.setProperty("invalid", False)
         for field, _ in problems:
@@ -636,7 +697,11 @@ class SettingsDialog(QDialog):
         for widget, _ in self._field_widgets.values():
             widget.style().unpolish(widget)
             widget.style().polish(widget)
-        self.show_error("\n".join(message for _, message in problems), problems[0][0] if problems else "")
+        if not problems:
+            self.error_label.clear()
+            self.error_label.setVisible(False)
+            return
+        self.show_error("\n".join(message for _, message in problems), problems[0][0] if focus else "")
 
     def show_error(self, message: str, field: str = "") -> None:
         self.error_label.setText(message)

@@ -390,3 +390,42 @@ def test_a_broken_rules_file_is_named_and_left_as_it_is(qtbot, styled_qapp, tmp_
     assert dialog.result() == SettingsDialog.DialogCode.Accepted
     dialog.save(tmp_path)
     assert (tmp_path / "alarm-rules.yaml").read_text(encoding="utf-8") == broken
+
+
+def test_a_message_goes_once_its_field_is_fixed_and_a_test_result_once_what_it_tested_changed(
+        qtbot, styled_qapp, kafka_broker):
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.mode_combo.setCurrentIndex(dialog.mode_combo.findData("remote"))
+    dialog.bootstrap_edit.setText("kafka-nowhere")
+    dialog.shifts_edit.setText("06:00, 25:00")
+    dialog._on_save_clicked()
+    assert "Bootstrap servers" in dialog.error_label.text() and "Shift start times" in dialog.error_label.text()
+
+    dialog.bootstrap_edit.setText(kafka_broker.bootstrap)  # fixed: its message and mark go at once
+    assert "Bootstrap servers" not in dialog.error_label.text() and "Shift start times" in dialog.error_label.text()
+    assert dialog.bootstrap_edit.property("invalid") is False and dialog.shifts_edit.property("invalid") is True
+    assert dialog.bootstrap_edit.hasFocus() or not dialog.shifts_edit.hasFocus(), "typing must not move the focus"
+    dialog.shifts_edit.setText("06:00, 14:00, 22:00")
+    assert not dialog.error_label.isVisible() and dialog.shifts_edit.property("invalid") is False
+
+    with qtbot.waitSignal(dialog.check_finished, timeout=10_000) as finished:
+        dialog._on_test_kafka_clicked()
+    assert finished.args[1].ok and dialog.kafka_result.text().startswith("✔")
+    dialog.bootstrap_edit.setText("kafka.plant.local:9092")  # no longer what was tested
+    assert dialog.kafka_result.text() == ""
+
+
+def test_an_agent_that_is_not_a_url_is_refused_when_added(qtbot, styled_qapp):
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    dialog.agent_edit.setText("not a url")
+    dialog._on_add_agent_clicked()
+    assert dialog.agents() == ("replay",)
+    assert "'not a url' is not an http:// or https:// URL" in dialog.agent_result.text()
+    assert dialog.agent_edit.text() == "not a url", "what was typed stays, to be corrected"
+    dialog.agent_edit.setText("http://cell-4.plant.local:5000/")
+    assert dialog.agent_result.text() == "", "the message goes once the entry is edited"
+    dialog._on_add_agent_clicked()
+    assert dialog.agents() == ("replay", "http://cell-4.plant.local:5000") and dialog.agent_edit.text() == ""
