@@ -139,12 +139,18 @@ def _number(value: Any) -> float | None:
 
 
 def rough_duration(seconds: float) -> str:
-    """`45 s`, `2 min`, `3 h`: a span as a person reads it at a glance."""
-    if seconds < 120:
+    """`45 s`, `2 min`, `3 h 05 min`, `4 d 2 h`: a span as a person reads it at a glance.
+    Whole units elapsed (114 s is `1 min`), so every duration the app shows of the same
+    moment - a tile's data age, its offline reason, the detail's panel - says the same."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
         return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.0f} h"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min"
+    hours, rest = divmod(int(seconds), 3600)
+    if hours < 48:
+        return f"{hours} h {rest // 60:02d} min"
+    return f"{hours // 24} d {hours % 24} h"
 
 
 def offline_text(seconds: float) -> str:

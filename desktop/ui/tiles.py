@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 
 from desktop.core.alarms import AlarmState
 from desktop.core.alarms.table import UNACKNOWLEDGED
-from desktop.core.machines import SEVERITY, SEVERITY_RANK, MachineStatus, MachineView
+from desktop.core.machines import SEVERITY, SEVERITY_RANK, MachineStatus, MachineView, rough_duration
 from desktop.core.monitor import MARKING_STATES
 from desktop.ui.theme import (PRIORITY_COLORS, STATUS_COLORS, STATUS_TEXT_COLORS, TILE_BACKGROUND, TILE_SELECTED, TILE_TEXT,
                               TILE_TEXT_DIM)
@@ -56,17 +56,7 @@ def readable(value: str | None) -> str:
 
 
 def duration_text(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f} min"
-    hours, rest = divmod(int(seconds), 3600)
-    if hours < 48:
-        return f"{hours} h {rest // 60:02d} min"
-    return f"{hours // 24} d {hours % 24} h"
+    return "" if seconds is None else rough_duration(seconds)
 
 
 def age_text(seconds: float | None) -> str:

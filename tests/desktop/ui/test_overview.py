@@ -321,3 +321,14 @@ def test_two_hundred_machines_fit_one_1920x1080_screen_in_the_dense_layout(make_
     hit = grid.tile_at(grid.tile_rect(grid.order[5]).center().x(), grid.tile_rect(grid.order[5]).center().y())
     assert hit == grid.order[5]
     assert QPoint(0, 0) is not None
+
+
+def test_a_tiles_data_age_and_its_offline_reason_say_the_same_duration():
+    from desktop.core.machines import offline_text
+    from desktop.ui.tiles import age_text
+
+    # A machine silent for 114 s read "no data for 114 s" beside "data 1 min ago"; 630 s read
+    # "no data for 11 min" beside "10 min ago".
+    for seconds in (45, 114, 630, 3599, 7300, 200_000):
+        age = age_text(seconds)
+        assert age.endswith(" ago") and offline_text(seconds) == f"no data for {age[:-4]}", (seconds, age)
