@@ -48,7 +48,7 @@ from PySide6.QtWidgets import (
 from desktop.core.batch import parse_timestamp
 from desktop.core.feed import FeedConfig
 from desktop.core.history import HistoryError, HistoryResult, load_history
-from desktop.core.machines import MachineStatus
+from desktop.core.machines import MachineStatus, rough_duration
 from desktop.core.utilisation import DEFAULT_SHIFTS, shift_utilisation
 from desktop.core.viewstate import ViewState
 from desktop.ui.plot import TrendPlot, format_value, item_label
@@ -657,14 +657,24 @@ class DetailView(QWidget):
         right = max(0, self.plot.width() - int(box.right()))
         bands = self.timeline()
         self.strip.set_bands(bands, low, high, left, right)
-        uses = shift_utilisation(bands, now - self.look_back, now, self.shifts)
+        start = now - self.look_back
+        uses = shift_utilisation(bands, start, now, self.shifts)
         parts = []
+        partly = False
         for use in uses[-4:]:
             fraction = use.fraction
-            parts.append(f"{use.label}: {fraction * 100:.0f} % running" if fraction is not None else f"{use.label}: no data")
+            text = f"{use.label}: {fraction * 100:.0f} % running" if fraction is not None else f"{use.label}: no data"
+            # A shift that began before the look-back is only partly in it: say which part.
+            if fraction is not None and use.start < start - 1.0:
+                text += f" in the last {rough_duration(min(use.end, now) - start)}"
+                partly = True
+            parts.append(text)
         text = "Utilisation  " + "   ·   ".join(parts) if parts else ""
         if self.utilisation_label.text() != text:
             self.utilisation_label.setText(text)
+            self.utilisation_label.setToolTip(
+                "Running time over the look-back shown; a shift that began before it counts only its part "
+                "inside it. Choose 8 h or 24 h to see whole shifts." if partly else "")
 
     def close_view(self) -> None:
         """The tab closes: stop the history read, unsubscribe, drop the buffers."""

@@ -141,6 +141,19 @@ def test_the_detail_view_loads_history_then_continues_live_without_a_seam(make_w
     assert detail.strip.bands, "the state timeline shows bands"
     assert "running" in detail.utilisation_label.text()
 
+    # Utilisation is over the hour shown: a shift that began three hours ago says so, one
+    # that began half an hour ago is whole.
+    from datetime import datetime, timedelta
+
+    detail.shifts = ((datetime.now() - timedelta(hours=3)).strftime("%H:%M"),)
+    detail._refresh_strip(time.time())
+    assert "% running in the last 1 h 00 min" in detail.utilisation_label.text()
+    assert "Choose 8 h or 24 h" in detail.utilisation_label.toolTip()
+    detail.shifts = ((datetime.now() - timedelta(minutes=30)).strftime("%H:%M"),)
+    detail._refresh_strip(time.time())
+    current = detail.utilisation_label.text().split("·")[-1]
+    assert "% running" in current and "in the last" not in current
+
 
 def test_a_single_sample_is_drawn_and_held_to_now(make_window, qtbot, devices):
     window = make_window()
