@@ -99,6 +99,7 @@ class TrendPlot(pg.PlotWidget):
         self.plot_item.getAxis("left").setStyle(maxTickLevel=0)
         self.legend = self.plot_item.addLegend(offset=(10, 10), labelTextColor=PLOT_FOREGROUND)
         self.curves: dict[str, pg.PlotDataItem] = {}
+        self.colours: dict[str, str] = {}
         self.points: dict[str, int] = {}
         self.follow = True
         self.window_seconds = 3600.0
@@ -117,16 +118,21 @@ class TrendPlot(pg.PlotWidget):
         self._place_message()
 
     def set_pen(self, key: str, label: str, index: int) -> None:
+        """Add a curve for `key`, in the first palette colour no other pen has (pens come and
+        go in any order; by position alone a new pen could take a shown pen's colour)."""
         if key in self.curves:
             return
-        colour = PEN_COLORS[index % len(PEN_COLORS)]
+        used = set(self.colours.values())
+        colour = next((c for c in PEN_COLORS if c not in used), PEN_COLORS[index % len(PEN_COLORS)])
         curve = self.plot_item.plot(name=label, pen=pg.mkPen(colour, width=2), stepMode="center")
         self.curves[key] = curve
+        self.colours[key] = colour
         self.points[key] = 0
 
     def remove_pen(self, key: str) -> None:
         curve = self.curves.pop(key, None)
         self.points.pop(key, None)
+        self.colours.pop(key, None)
         if curve is not None:
             self.plot_item.removeItem(curve)
             self.legend.removeItem(curve)

@@ -413,3 +413,22 @@ def test_the_tray_turns_red_for_an_urgent_alarm_not_for_machines_that_report_not
     window.ingest(testing.batch_of(observations=mazak03_until(devices, fault_line, fault_line)))
     qtbot.waitUntil(lambda: window.notifier.status is MachineStatus.ALARM)
     assert tile(window, "mtc_adapter004")["state"] == "ALARM"
+
+
+def test_every_pen_shown_has_a_colour_of_its_own_however_the_pens_were_picked(make_window, qtbot, devices):
+    window = make_window()
+    window.show()
+    window.ingest(testing.batch_of(devices, hurco_unavailable(devices) + mazak03_until(devices, 10_000)))
+    qtbot.waitUntil(lambda: bool(window.state.sample_items("mtc_adapter004")))
+    detail = window.open_detail("mtc_adapter004")
+    qtbot.waitUntil(lambda: len(detail.pens) == 2)
+    entries = [detail.pen_list.item(i) for i in range(detail.pen_list.count())]
+    first, kept = detail.pens
+    # The first default pen off, then two from the top of the list on: an order unlike the list's.
+    next(e for e in entries if e.data(Qt.ItemDataRole.UserRole) == first).setCheckState(Qt.CheckState.Unchecked)
+    added = [e for e in entries if e.data(Qt.ItemDataRole.UserRole) not in (first, kept)][:2]
+    for entry in added:
+        entry.setCheckState(Qt.CheckState.Checked)
+    assert len(detail.pens) == 3 and kept in detail.pens
+    colours = {key: detail.plot.curves[key].opts["pen"].color().name() for key in detail.pens}
+    assert len(set(colours.values())) == 3, colours
