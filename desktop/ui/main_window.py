@@ -61,7 +61,7 @@ from desktop.core.feed import CONNECTED, CONNECTING, DEFAULT_HISTORY_SECONDS, ST
 from desktop.core.machines import MachineStatus, rough_duration, worst
 from desktop.core.model import MonitorModel
 from desktop.core.monitor import ALARM_STATE_ORDER, MonitorCore, ViewUpdate
-from desktop.core.services import SERVICE_LABELS, SERVICE_NAMES, ServiceState
+from desktop.core.services import BROKER, SERVICE_LABELS, SERVICE_NAMES, ServiceState
 from desktop.core.settings import Settings
 from desktop.core.viewstate import ViewState
 from desktop.ui.alarms import AlarmPages
@@ -475,6 +475,7 @@ class MainWindow(QMainWindow):
         self.broker_label.style().polish(self.broker_label)
         if state == UNREACHABLE and not self._seen_observations:
             self.overview.set_waiting_text(f"Kafka at {where} is unreachable: {detail}\nRetrying…")
+        self._update_services_label()
 
     def _on_feed_failed(self, message: str) -> None:
         delay = FEED_RETRY_DELAYS[min(self._feed_retries, len(FEED_RETRY_DELAYS) - 1)]
@@ -510,24 +511,38 @@ class MainWindow(QMainWindow):
         if not self.state.machines:
             self.overview.set_waiting_text(text)
 
-    def _on_service_state_changed(self, name: str, state: str, detail: str) -> None:
+    def _update_services_label(self) -> None:
+        """"Local: broker running, replay running, producer running", from the services'
+        states and the feed's: a broker process that runs but does not answer (hung, or
+        frozen) is "not answering", not "running"."""
         if self.services is None:
             return
         parts, tips = [], []
+        silent = False
         for service in SERVICE_NAMES:
             service_state, service_detail = self.services.states[service]
             word = service_state.value
+            tip = f"{SERVICE_LABELS[service]}: {service_state.value}" + (f" — {service_detail}" if service_detail else "")
             if service_state == ServiceState.FAILED and "restarting" in service_detail:
                 word = "restarting"
+            elif service == BROKER and service_state == ServiceState.RUNNING and self.feed_state in (STALLED, UNREACHABLE):
+                word, silent = "not answering", True
+                tip += f" — its process runs, but Kafka does not answer ({self.feed_detail})"
             parts.append(f"{service} {word}")
-            tips.append(f"{SERVICE_LABELS[service]}: {service_state.value}" + (f" — {service_detail}" if service_detail else ""))
+            tips.append(tip)
         self.services_label.setText("Local: " + ", ".join(parts))
         self.services_label.setToolTip("\n".join(tips))
-        bad = any(self.services.states[s][0] in (ServiceState.FAILED, ServiceState.STOPPED) for s in SERVICE_NAMES
-                  if self.services.expected(s))
-        self.services_label.setProperty("state", "failed" if bad else "ok")
-        self.services_label.style().unpolish(self.services_label)
-        self.services_label.style().polish(self.services_label)
+        bad = silent or any(self.services.states[s][0] in (ServiceState.FAILED, ServiceState.STOPPED)
+                            for s in SERVICE_NAMES if self.services.expected(s))
+        if self.services_label.property("state") != ("failed" if bad else "ok"):
+            self.services_label.setProperty("state", "failed" if bad else "ok")
+            self.services_label.style().unpolish(self.services_label)
+            self.services_label.style().polish(self.services_label)
+
+    def _on_service_state_changed(self, name: str, state: str, detail: str) -> None:
+        if self.services is None:
+            return
+        self._update_services_label()
         if state == ServiceState.FAILED.value:
             self._set_progress(f"{SERVICE_LABELS.get(name, name)}: {detail}", busy=False)
         elif self._service_progress and self._seen_observations and all(

@@ -146,3 +146,26 @@ def test_local_mode_restarts_its_broker_when_it_dies_and_live_data_resumes(make_
     with qtbot.waitSignal(window.shutdown_finished, timeout=90_000):
         window.shutdown()
     assert broker.status() is None, "quitting the app did not stop the broker it had started"
+
+
+def test_a_local_broker_that_hangs_is_shown_as_not_answering_not_as_running(make_window, qtbot, tmp_path):
+    import signal
+
+    data_dir = tmp_path / "broker"
+    services = LocalServices(replay_speed=2.0, topic_prefix="hang.", broker_data_dir=str(data_dir))
+    window = make_window(Settings(topic_prefix="hang."), services=services)
+    window.show()
+    with qtbot.waitSignal(window.first_observations_received, timeout=240_000):
+        window.start()
+    qtbot.waitUntil(lambda: window.services_label.text().startswith("Local: broker running"), timeout=30_000)
+    pid = int(LocalBroker(data_dir=data_dir, progress=lambda line: None).status()["pid"])
+    os.kill(pid, signal.SIGSTOP)  # the process is there, its sockets open, but nothing answers
+    try:
+        qtbot.waitUntil(lambda: "broker not answering" in window.services_label.text(), timeout=15_000)
+        assert window.services_label.property("state") == "failed"
+        assert "does not answer" in window.services_label.toolTip()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    qtbot.waitUntil(lambda: window.services_label.text().startswith("Local: broker running"), timeout=30_000)
+    with qtbot.waitSignal(window.shutdown_finished, timeout=90_000):
+        window.shutdown()
