@@ -138,7 +138,7 @@ class AlarmNotifier(QObject):
             self.tray.setToolTip("Machine Monitor")
             menu = QMenu()
             menu.addAction("Show window", self.show_window_requested.emit)
-            self.open_last_action = menu.addAction("Open last alert", self._on_open_last_alert)
+            self.open_last_action = menu.addAction("Open last alert (none yet)", self._on_open_last_alert)
             self.open_last_action.setEnabled(False)
             menu.addSeparator()
             menu.addAction("Quit", self.quit_requested.emit)
@@ -178,6 +178,10 @@ class AlarmNotifier(QObject):
         if self.tray is not None:
             self._message_device = device
             self.open_last_action.setEnabled(device is not None)
+            if device is not None:
+                # Named after the alert it opens (the last one, when a pop-up lists several).
+                last = next((n for n in reversed(notices) if ids[-1] in n.alarm_ids), None)
+                self.open_last_action.setText(f"Open last alert: {last.title if last is not None else title}"[:80])
             self.tray.showMessage(title, message, _TRAY_ICONS[style], TRAY_MESSAGE_MS)
         else:
             self.banner.setProperty("priority", style)

@@ -65,6 +65,7 @@ def test_fault_pops_up_as_a_tray_message_not_the_banner(x_display_with_tray):
     assert sum(abs(int(after[i:i + 2], 16) - int(red[i:i + 2], 16)) for i in (0, 2, 4)) < 60, result
     assert result["opened_by_click"] == "mtc_adapter004", result
     assert result["opened_by_menu"] == "mtc_adapter004", result
+    assert result["menu_text"].startswith("Open last alert: Mazak03"), "the menu entry names the alert it opens"
 
 
 def test_start_minimised_shows_only_the_tray_icon_until_it_is_clicked(x_display_with_tray, tmp_path):

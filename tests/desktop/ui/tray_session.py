@@ -57,8 +57,9 @@ def main() -> int:
     pump(app, 5, lambda: type(window.tabs.currentWidget()).__name__ == "DetailView")
     after_click = getattr(window.tabs.currentWidget(), "device_uuid", None)
     window.show_view("overview")
-    menu_entry = next((a for a in window.notifier.tray.contextMenu().actions() if a.text() == "Open last alert"), None) \
-        if window.notifier.tray else None
+    menu_entry = next((a for a in window.notifier.tray.contextMenu().actions() if a.text().startswith("Open last alert")),
+                      None) if window.notifier.tray else None
+    menu_text = menu_entry.text() if menu_entry is not None else ""
     if menu_entry is not None:
         menu_entry.trigger()
     pump(app, 3, lambda: type(window.tabs.currentWidget()).__name__ == "DetailView")
@@ -72,6 +73,7 @@ def main() -> int:
         "icon_after": icon_after,
         "opened_by_click": after_click,
         "opened_by_menu": after_menu,
+        "menu_text": menu_text,
     }
     print(json.dumps(result), flush=True)
     # Shut down inside the event loop: shutdown may finish at once, before exec() would start.
