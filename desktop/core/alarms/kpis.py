@@ -11,6 +11,7 @@ next one starts.
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, time as day_time, timedelta, tzinfo
@@ -195,9 +196,14 @@ def compute_kpis(entries: Iterable[JournalEntry], start: float, end: float,
     )
 
 
-def journal_kpis(journal: AlarmJournal, start: float, end: float, settings: EngineSettings | None = None) -> KpiReport:
-    """KPIs over the journal with the shifts, time zone and flood limit of the rules' settings."""
+def journal_kpis(journal: AlarmJournal, start: float, end: float, settings: EngineSettings | None = None,
+                 now: float | None = None) -> KpiReport:
+    """KPIs over the journal with the shifts, time zone and flood limit of the rules' settings.
+    A range that reaches past `now` (the journal page's default ends an hour ahead) ends at
+    now: hours not lived yet would dilute the alarm rates."""
     settings = settings or EngineSettings()
+    end = min(end, time.time() if now is None else now)
+    start = min(start, end)
     return compute_kpis(journal.search(end=end), start, end, settings.shifts, settings.timezone, settings.flood_alarms)
 
 

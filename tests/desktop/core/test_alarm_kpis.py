@@ -92,3 +92,11 @@ def test_shifts_wrap_around_midnight_and_use_the_settings():
     report = journal_kpis(journal, day, day + 86400, EngineSettings(shifts=shifts, timezone="UTC"))
     # The day's alarms came 20:12-20:39 UTC: all in the late shift (14:00-22:00).
     assert {name: f.alarms for name, f in report.by_shift.items()} == {"early": 0, "late": 15, "night": 0}
+
+
+def test_a_range_that_reaches_past_now_is_measured_up_to_now(recorded):
+    # The journal page's default range ends an hour ahead; that hour has no alarms yet.
+    _, journal = recorded
+    report = journal_kpis(journal, START, END + 3600, now=END)
+    assert report.end == END and report.overall.hours == pytest.approx(1.0)
+    assert report.overall.alarms_per_hour == pytest.approx(15.0)
