@@ -304,7 +304,9 @@ def run_broker_watchdog(argv: list[str]) -> int:
         ended = _wait_by_polling(options.app_pid, options.broker_pid)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     if ended == "broker":
-        print(f"{stamp} broker pid {options.broker_pid} ended while the app (pid {options.app_pid}) ran", flush=True)
+        # The app stopping its broker on Quit ends it this way too: nothing is wrong, nothing to do.
+        print(f"{stamp} broker pid {options.broker_pid} ended before the app (pid {options.app_pid}): stopped by "
+              "the app, or restarted by it; nothing for the watchdog to do", flush=True)
         return 0
     broker = _local_broker(options.data_dir)
     state = broker.status()
