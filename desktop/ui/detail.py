@@ -51,7 +51,7 @@ from desktop.core.history import HistoryError, HistoryResult, load_history
 from desktop.core.machines import MachineStatus, rough_duration
 from desktop.core.utilisation import DEFAULT_SHIFTS, shift_utilisation
 from desktop.core.viewstate import ViewState
-from desktop.ui.plot import TrendPlot, format_value, item_label
+from desktop.ui.plot import TrendPlot, format_value, item_label, units_text
 from desktop.ui.theme import STATUS_COLORS, STATUS_TEXT_COLORS, TILE_TEXT_DIM
 from desktop.ui.tiles import duration_text, readable
 
@@ -533,13 +533,16 @@ class DetailView(QWidget):
         for gone in set(self.pens) - set(ids):
             self.plot.remove_pen(gone)
             self._drawn.pop(gone, None)
+        # The first pen's units own the left value axis, every other unit the right one.
+        units = {i: (self.state.data_item(self.device_uuid, i) or {}).get("units") for i in ids}
+        left_units = units[ids[0]] if ids else None
         for index, item_id in enumerate(ids):
             item = self.state.data_item(self.device_uuid, item_id) or {"id": item_id}
-            self.plot.set_pen(item_id, item_label(item), index)
+            self.plot.set_pen(item_id, item_label(item), index, right=units[item_id] != left_units)
         self.pens = list(ids)
-        units = {(self.state.data_item(self.device_uuid, i) or {}).get("units") for i in ids}
-        units.discard(None)
-        self.plot.plot_item.setLabel("left", ", ".join(sorted(u.lower() for u in units)) if units else "")
+        right_units = {u for u in units.values() if u != left_units and u}
+        self.plot.set_axis_labels(units_text(left_units) if left_units else "",
+                                  ", ".join(sorted(units_text(u) for u in right_units)))
         self.refresh()
 
     def refresh(self, now: float | None = None) -> None:

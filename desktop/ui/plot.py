@@ -98,8 +98,23 @@ class TrendPlot(pg.PlotWidget):
         # which took 60 % of a redraw (38 -> 21 ms for an hour of two pens at 1,800 px).
         self.plot_item.getAxis("left").setStyle(maxTickLevel=0)
         self.legend = self.plot_item.addLegend(offset=(10, 10), labelTextColor=PLOT_FOREGROUND)
+        # Pens in other units than the left axis's go on a second value axis at the right
+        # (spindle load in % beside spindle speed in rpm would otherwise be a flat line at 0):
+        # a view box of its own, sharing the time axis.
+        self.right_box = pg.ViewBox(enableMenu=False)
+        self.right_box.setMouseEnabled(x=False, y=False)
+        self.plot_item.scene().addItem(self.right_box)
+        right_axis = self.plot_item.getAxis("right")
+        right_axis.linkToView(self.right_box)
+        right_axis.setPen(pg.mkPen(PLOT_FOREGROUND))
+        right_axis.setTextPen(pg.mkPen(PLOT_FOREGROUND))
+        right_axis.enableAutoSIPrefix(False)
+        right_axis.setStyle(maxTickLevel=0)
+        self.right_box.setXLink(self.plot_item)
+        self.plot_item.getViewBox().sigResized.connect(self._place_right_box)
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.colours: dict[str, str] = {}
+        self.on_right: set[str] = set()
         self.points: dict[str, int] = {}
         self.follow = True
         self.window_seconds = 3600.0
@@ -117,25 +132,66 @@ class TrendPlot(pg.PlotWidget):
         self.message.setVisible(bool(text))
         self._place_message()
 
-    def set_pen(self, key: str, label: str, index: int) -> None:
-        """Add a curve for `key`, in the first palette colour no other pen has (pens come and
-        go in any order; by position alone a new pen could take a shown pen's colour)."""
+    def _place_right_box(self) -> None:
+        self.right_box.setGeometry(self.plot_item.getViewBox().sceneBoundingRect())
+        self.right_box.linkedViewChanged(self.plot_item.getViewBox(), self.right_box.XAxis)
+
+    def _box(self, key: str) -> pg.ViewBox:
+        return self.right_box if key in self.on_right else self.plot_item.getViewBox()
+
+    def set_pen(self, key: str, label: str, index: int, right: bool = False) -> None:
+        """Show a curve for `key` against the left value axis, or the right one (`right`). A
+        new pen takes the first palette colour no other pen has (pens come and go in any
+        order; by position alone a new pen could take a shown pen's colour)."""
         if key in self.curves:
+            if right != (key in self.on_right):
+                curve = self.curves[key]
+                marks = getattr(curve, "_marks", None)
+                for item in (curve, marks):
+                    if item is not None:
+                        self._box(key).removeItem(item)
+                (self.on_right.add if right else self.on_right.discard)(key)
+                for item in (curve, marks):
+                    if item is not None:
+                        self._box(key).addItem(item)
+                self._update_right_axis()
             return
         used = set(self.colours.values())
         colour = next((c for c in PEN_COLORS if c not in used), PEN_COLORS[index % len(PEN_COLORS)])
-        curve = self.plot_item.plot(name=label, pen=pg.mkPen(colour, width=2), stepMode="center")
+        curve = pg.PlotDataItem(name=label, pen=pg.mkPen(colour, width=2), stepMode="center")
+        if right:
+            self.on_right.add(key)
+        self._box(key).addItem(curve)
+        self.legend.addItem(curve, label)
         self.curves[key] = curve
         self.colours[key] = colour
         self.points[key] = 0
+        self._update_right_axis()
 
     def remove_pen(self, key: str) -> None:
         curve = self.curves.pop(key, None)
         self.points.pop(key, None)
         self.colours.pop(key, None)
         if curve is not None:
-            self.plot_item.removeItem(curve)
+            box = self._box(key)
+            box.removeItem(curve)
+            marks = getattr(curve, "_marks", None)
+            if marks is not None:  # a pen with few samples had markers: they go with it
+                box.removeItem(marks)
             self.legend.removeItem(curve)
+        self.on_right.discard(key)
+        self._update_right_axis()
+
+    def _update_right_axis(self) -> None:
+        shown = bool(self.on_right)
+        if shown != self.plot_item.getAxis("right").isVisible():
+            self.plot_item.showAxis("right", shown)
+            self._place_right_box()
+
+    def set_axis_labels(self, left: str, right: str) -> None:
+        self.plot_item.setLabel("left", left)
+        self.plot_item.setLabel("right", right)
+        self.plot_item.showAxis("right", bool(self.on_right))
 
     def set_data(self, key: str, times: np.ndarray, values: np.ndarray, hold_to: float) -> None:
         curve = self.curves[key]
@@ -152,7 +208,7 @@ class TrendPlot(pg.PlotWidget):
             marks = getattr(curve, "_marks", None)
             if marks is None:
                 marks = curve._marks = pg.ScatterPlotItem(size=7, brush=pg.mkBrush(colour), pen=pg.mkPen(None))
-                self.plot_item.addItem(marks)
+                self._box(key).addItem(marks)
             marks.setData(times, values)
         elif getattr(curve, "_marks", None) is not None:
             curve._marks.setData([], [])
@@ -164,6 +220,8 @@ class TrendPlot(pg.PlotWidget):
         try:
             self.plot_item.setXRange(now - self.window_seconds, now, padding=0.0)
             self.plot_item.enableAutoRange(axis="y")
+            if self.on_right:
+                self.right_box.enableAutoRange(axis=pg.ViewBox.YAxis)
         finally:
             self._setting_range = False
 

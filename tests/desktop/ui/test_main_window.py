@@ -432,3 +432,29 @@ def test_every_pen_shown_has_a_colour_of_its_own_however_the_pens_were_picked(ma
     assert len(detail.pens) == 3 and kept in detail.pens
     colours = {key: detail.plot.curves[key].opts["pen"].color().name() for key in detail.pens}
     assert len(set(colours.values())) == 3, colours
+
+
+def test_a_pen_in_other_units_is_drawn_against_an_axis_of_its_own(make_window, qtbot, devices):
+    # Spindle load (%) beside spindle speed (rpm) on one axis was a flat line at 0.
+    window = make_window()
+    window.show()
+    window.ingest(testing.batch_of(devices, hurco_unavailable(devices) + mazak03_until(devices, 10_000)))
+    qtbot.waitUntil(lambda: bool(window.state.sample_items("mtc_adapter004")))
+    detail = window.open_detail("mtc_adapter004")
+    qtbot.waitUntil(lambda: detail.pens == ["Mazak03-S_2", "Mazak03-S_3"])
+    plot = detail.plot
+    left, right = plot.plot_item.getAxis("left"), plot.plot_item.getAxis("right")
+    assert plot.on_right == {"Mazak03-S_3"} and right.isVisible()
+    assert (left.labelText, right.labelText) == ("rpm", "%")
+    qtbot.waitUntil(lambda: plot.points.get("Mazak03-S_3", 0) > 0)
+    detail.refresh()
+    loads = detail.series("Mazak03-S_3")[1]
+    low, high = plot.right_box.viewRange()[1]
+    assert low <= loads.min() and loads.max() <= high and high - low < 10 * max(1.0, loads.max() - loads.min()), \
+        "the load axis is scaled to the load, not to the spindle speed"
+
+    speed = next(detail.pen_list.item(i) for i in range(detail.pen_list.count())
+                 if detail.pen_list.item(i).data(Qt.ItemDataRole.UserRole) == "Mazak03-S_2")
+    speed.setCheckState(Qt.CheckState.Unchecked)  # the load alone: on the left axis, no right axis
+    assert detail.pens == ["Mazak03-S_3"] and plot.on_right == set()
+    assert not right.isVisible() and left.labelText == "%"
