@@ -379,6 +379,11 @@ class MonitorCore:
         touched = set(touched)
         if events:
             touched |= self._refresh_alarm_summary({event.alarm.device_uuid for event in events})
+        # A machine seen for the first time since the start or a reset may already have alarms
+        # that raised no event now: restored from the journal, or kept through the reset.
+        unknown = {uuid for uuid in touched if uuid not in self._alarm_summary}
+        if unknown:
+            self._refresh_alarm_summary(unknown)
         machines: dict[str, MachineView] = {}
         fleet = model.fleet
         for uuid in touched:
@@ -475,9 +480,11 @@ class MonitorCore:
                     top = min(top, _PRIORITY_RANK.get(priority, len(PRIORITY_ORDER)))
             value = (ALARM_STATE_ORDER[best] if best < len(ALARM_STATE_ORDER) else "", unacknowledged,
                      PRIORITY_ORDER[top] if top < len(PRIORITY_ORDER) else "")
-            if self._alarm_summary.get(uuid, ("", 0, "")) != value:
-                self._alarm_summary[uuid] = value
-                changed.add(uuid)
+            previous = self._alarm_summary.get(uuid)
+            if previous != value:
+                self._alarm_summary[uuid] = value  # kept also when empty: known from now on
+                if (previous or ("", 0, "")) != value:
+                    changed.add(uuid)
         return changed
 
 

@@ -142,3 +142,29 @@ def test_how_far_behind_the_stream_is_the_age_of_the_newest_record_read_until_th
     assert core.tick(now + CAUGHT_UP_AFTER / 2).behind_seconds == pytest.approx(60.0, abs=0.01)
     # No batch for CAUGHT_UP_AFTER: everything there was has been read.
     assert core.tick(now + CAUGHT_UP_AFTER + 0.1).behind_seconds == 0.0
+
+
+def test_alarms_restored_from_the_journal_mark_their_machines_after_a_restart_and_a_reset(devices, tmp_path):
+    # Hurco01's adapter reports nothing: a low-priority "not reporting" alarm, still active
+    # when the app is closed. Started again, the same data raises nothing new (the alarm is
+    # carried over), and the tile must still be marked; so after a settings reset.
+    from desktop.core.alarms import default_rules_path, load_rules
+
+    rules = load_rules(default_rules_path())
+    hurco = testing.device_named(devices, "Hurco01")
+    uuid = hurco["device_uuid"]
+    batch = testing.batch_of(devices, testing.unavailable_observations(hurco, "2016-11-16T20:00:00Z"))
+    path = tmp_path / "alarms.sqlite3"
+    first = MonitorCore(MonitorModel(rules=rules, journal=AlarmJournal(path)))
+    view = first.apply(batch, now=1000.0).machines[uuid]
+    assert (view.alarm_state, view.alarm_priority) == (AlarmState.UNACKNOWLEDGED_ACTIVE.value, "low")
+
+    again = MonitorCore(MonitorModel(rules=rules, journal=AlarmJournal(path)))
+    update = again.apply(batch, now=1010.0)
+    assert not [e for e in update.alarm_events if e.alarm.device_uuid == uuid], "nothing new was raised"
+    view = update.machines[uuid]
+    assert (view.alarm_state, view.alarm_priority, view.unacknowledged) == (AlarmState.UNACKNOWLEDGED_ACTIVE.value, "low", 1)
+
+    again.reset()
+    view = again.apply(batch, now=1020.0).machines[uuid]
+    assert (view.alarm_state, view.alarm_priority) == (AlarmState.UNACKNOWLEDGED_ACTIVE.value, "low")
