@@ -415,13 +415,19 @@ def test_the_tray_turns_red_for_an_urgent_alarm_not_for_machines_that_report_not
     assert tile(window, "mtc_adapter004")["state"] == "ALARM"
 
 
-def test_every_pen_shown_has_a_colour_of_its_own_however_the_pens_were_picked(make_window, qtbot, devices):
+def mazak03_detail(make_window, qtbot, devices):
+    """A window fed the first 10,000 lines of the Mazak03 day, its detail open on the default pens."""
     window = make_window()
     window.show()
     window.ingest(testing.batch_of(devices, hurco_unavailable(devices) + mazak03_until(devices, 10_000)))
     qtbot.waitUntil(lambda: bool(window.state.sample_items("mtc_adapter004")))
     detail = window.open_detail("mtc_adapter004")
-    qtbot.waitUntil(lambda: len(detail.pens) == 2)
+    qtbot.waitUntil(lambda: detail.pens == ["Mazak03-S_2", "Mazak03-S_3"])
+    return detail
+
+
+def test_every_pen_shown_has_a_colour_of_its_own_however_the_pens_were_picked(make_window, qtbot, devices):
+    detail = mazak03_detail(make_window, qtbot, devices)
     entries = [detail.pen_list.item(i) for i in range(detail.pen_list.count())]
     first, kept = detail.pens
     # The first default pen off, then two from the top of the list on: an order unlike the list's.
@@ -436,12 +442,7 @@ def test_every_pen_shown_has_a_colour_of_its_own_however_the_pens_were_picked(ma
 
 def test_a_pen_in_other_units_is_drawn_against_an_axis_of_its_own(make_window, qtbot, devices):
     # Spindle load (%) beside spindle speed (rpm) on one axis was a flat line at 0.
-    window = make_window()
-    window.show()
-    window.ingest(testing.batch_of(devices, hurco_unavailable(devices) + mazak03_until(devices, 10_000)))
-    qtbot.waitUntil(lambda: bool(window.state.sample_items("mtc_adapter004")))
-    detail = window.open_detail("mtc_adapter004")
-    qtbot.waitUntil(lambda: detail.pens == ["Mazak03-S_2", "Mazak03-S_3"])
+    detail = mazak03_detail(make_window, qtbot, devices)
     plot = detail.plot
     left, right = plot.plot_item.getAxis("left"), plot.plot_item.getAxis("right")
     assert plot.on_right == {"Mazak03-S_3"} and right.isVisible()

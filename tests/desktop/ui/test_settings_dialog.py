@@ -8,11 +8,17 @@ from desktop.core.settings import Settings
 from desktop.ui.settings_dialog import SettingsDialog
 
 
-def test_remote_without_bootstrap_names_the_field_and_stays_open(qtbot, styled_qapp):
+def remote_dialog(qtbot) -> SettingsDialog:
+    """The dialog on the default settings, shown, switched to remote mode."""
     dialog = SettingsDialog(Settings())
     qtbot.addWidget(dialog)
     dialog.show()
     dialog.mode_combo.setCurrentIndex(dialog.mode_combo.findData("remote"))
+    return dialog
+
+
+def test_remote_without_bootstrap_names_the_field_and_stays_open(qtbot, styled_qapp):
+    dialog = remote_dialog(qtbot)
     assert dialog.bootstrap_edit.isEnabled() and not dialog.speed_spin.isEnabled()
     dialog.bootstrap_edit.setText("kafka.plant.local")
     dialog._on_save_clicked()
@@ -22,10 +28,7 @@ def test_remote_without_bootstrap_names_the_field_and_stays_open(qtbot, styled_q
 
 
 def test_sasl_fields_and_save(qtbot, styled_qapp):
-    dialog = SettingsDialog(Settings())
-    qtbot.addWidget(dialog)
-    dialog.show()
-    dialog.mode_combo.setCurrentIndex(dialog.mode_combo.findData("remote"))
+    dialog = remote_dialog(qtbot)
     dialog.bootstrap_edit.setText("kafka1.plant.local:9093")
     dialog.prefix_edit.setText("plant1.")
     dialog.security_combo.setCurrentText("SASL_PLAINTEXT")
@@ -394,10 +397,7 @@ def test_a_broken_rules_file_is_named_and_left_as_it_is(qtbot, styled_qapp, tmp_
 
 def test_a_message_goes_once_its_field_is_fixed_and_a_test_result_once_what_it_tested_changed(
         qtbot, styled_qapp, kafka_broker):
-    dialog = SettingsDialog(Settings())
-    qtbot.addWidget(dialog)
-    dialog.show()
-    dialog.mode_combo.setCurrentIndex(dialog.mode_combo.findData("remote"))
+    dialog = remote_dialog(qtbot)
     dialog.bootstrap_edit.setText("kafka-nowhere")
     dialog.shifts_edit.setText("06:00, 25:00")
     dialog._on_save_clicked()
