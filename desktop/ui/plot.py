@@ -183,15 +183,13 @@ class TrendPlot(pg.PlotWidget):
         self._update_right_axis()
 
     def _update_right_axis(self) -> None:
-        shown = bool(self.on_right)
-        if shown != self.plot_item.getAxis("right").isVisible():
-            self.plot_item.showAxis("right", shown)
-            self._place_right_box()
+        self.plot_item.showAxis("right", bool(self.on_right))
+        self._place_right_box()
 
     def set_axis_labels(self, left: str, right: str) -> None:
         self.plot_item.setLabel("left", left)
         self.plot_item.setLabel("right", right)
-        self.plot_item.showAxis("right", bool(self.on_right))
+        self._update_right_axis()  # setLabel shows its axis; the right one only with pens on it
 
     def set_data(self, key: str, times: np.ndarray, values: np.ndarray, hold_to: float) -> None:
         curve = self.curves[key]

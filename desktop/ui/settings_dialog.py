@@ -606,11 +606,7 @@ class SettingsDialog(QDialog):
     def _on_check_finished(self, kind: str, result: CheckResult) -> None:
         self.last_check[kind] = result
         label = {"kafka": self.kafka_result, "plant": self.plant_result}.get(kind, self.agent_result)
-        mark = "✔" if result.ok else "✘"
-        label.setText(f"{mark} {result.text()}")
-        label.setProperty("ok", result.ok)
-        label.style().unpolish(label)
-        label.style().polish(label)
+        self._show_result(label, f"{'✔' if result.ok else '✘'} {result.text()}", ok=result.ok)
         if kind == "kafka":
             self._update_enabled()
         elif kind == "plant":
