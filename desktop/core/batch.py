@@ -399,18 +399,21 @@ def _latest_by_key(pairs: Iterable[tuple[str, Any]]) -> tuple[tuple[str, Any], .
     return tuple(latest.items())
 
 
-def _compact_observations(observations: tuple[Mapping[str, Any], ...], limit: int) -> tuple[Mapping[str, Any], ...]:
+def _compact_observations(observations: list[Mapping[str, Any]] | tuple[Mapping[str, Any], ...],
+                          limit: int) -> tuple[Mapping[str, Any], ...]:
     """Keep every CONDITION (alarms need each transition) and the latest value of each other
     data item (machine state needs only that); samples travel separately as arrays."""
     if len(observations) <= limit:
-        return observations
+        return tuple(observations)
     latest_index: dict[SeriesKey, int] = {}
+    conditions: list[int] = []
     for index, observation in enumerate(observations):
-        if observation.get("category") != "CONDITION":
+        if observation.get("category") == "CONDITION":
+            conditions.append(index)
+        else:
             latest_index[(observation.get("device_uuid"), observation.get("data_item_id"))] = index
-    keep = set(latest_index.values())
-    kept = [o for i, o in enumerate(observations) if i in keep or o.get("category") == "CONDITION"]
-    return tuple(kept[-limit:])
+    keep = sorted(conditions + list(latest_index.values()))[-limit:]
+    return tuple([observations[index] for index in keep])
 
 
 def merge(first: Batch | None, second: Batch, max_points: int = MAX_MERGED_POINTS,
@@ -418,29 +421,69 @@ def merge(first: Batch | None, second: Batch, max_points: int = MAX_MERGED_POINT
     """One batch equivalent (for the model) to applying `first` then `second`, bounded."""
     if first is None:
         return second
-    samples: dict[SeriesKey, SampleSeries] = dict(first.samples)
-    for series_key, series in second.samples.items():
-        earlier = samples.get(series_key)
-        if earlier is None:
-            samples[series_key] = series
+    return merge_all((first, second), max_points, max_observations)
+
+
+def merge_all(batches: Iterable[Batch], max_points: int = MAX_MERGED_POINTS,
+              max_observations: int = MAX_MERGED_OBSERVATIONS) -> Batch:
+    """One batch equivalent (for the model) to applying `batches` in order, bounded.
+
+    In one pass: each series' arrays are joined once and each observation is looked at once
+    by the compaction, however many batches there are - merging them two by two would touch
+    the backlog again for every batch added to it."""
+    batches = list(batches)
+    if len(batches) == 1:
+        return batches[0]
+    if not batches:
+        return Batch()
+    pieces: dict[SeriesKey, list[SampleSeries]] = {}
+    devices: list[tuple[str, Any]] = []
+    statuses: list[tuple[str, Any]] = []
+    observations: list[Mapping[str, Any]] = []
+    errors: list[str] = []
+    skipped: list[SkippedRecord] = []
+    partitions: dict[str, frozenset[int]] = {}
+    seen: dict[str, float] = {}
+    for batch in batches:
+        for series_key, series in batch.samples.items():
+            held = pieces.get(series_key)
+            if held is None:
+                pieces[series_key] = [series]
+            else:
+                held.append(series)
+        devices += batch.devices
+        statuses += batch.agent_statuses
+        observations += batch.observations
+        errors += batch.errors
+        skipped += batch.skipped
+        for device, numbers in batch.partitions.items():
+            earlier = partitions.get(device)
+            if earlier is None or not numbers <= earlier:
+                partitions[device] = numbers if earlier is None else numbers | earlier
+        for device, moment in batch.seen.items():
+            if moment > seen.get(device, 0.0):
+                seen[device] = moment
+    samples: dict[SeriesKey, SampleSeries] = {}
+    for series_key, parts in pieces.items():
+        if len(parts) == 1 and len(parts[0].times) <= max_points:
+            samples[series_key] = parts[0]
             continue
-        times = np.concatenate([earlier.times, series.times])[-max_points:]
-        values = np.concatenate([earlier.values, series.values])[-max_points:]
+        times = np.concatenate([part.times for part in parts])[-max_points:]
+        values = np.concatenate([part.values for part in parts])[-max_points:]
         samples[series_key] = _frozen_series(times, values)
     return Batch(
-        devices=_latest_by_key(first.devices + second.devices),
-        agent_statuses=_latest_by_key(first.agent_statuses + second.agent_statuses),
-        observations=_compact_observations(first.observations + second.observations, max_observations),
+        devices=_latest_by_key(devices),
+        agent_statuses=_latest_by_key(statuses),
+        observations=_compact_observations(observations, max_observations),
         samples=MappingProxyType(samples),
-        errors=(first.errors + second.errors)[-MAX_ERRORS:],
-        record_count=first.record_count + second.record_count,
-        skipped=(first.skipped + second.skipped)[-MAX_SKIPPED:],
-        skipped_count=first.skipped_count + second.skipped_count,
-        catching_up=first.catching_up or second.catching_up,
-        observation_records=first.observation_records + second.observation_records,
-        partitions=MappingProxyType({**first.partitions, **{k: v | first.partitions.get(k, frozenset())
-                                                            for k, v in second.partitions.items()}}),
-        seen=MappingProxyType({**first.seen, **{k: max(v, first.seen.get(k, 0.0)) for k, v in second.seen.items()}}),
+        errors=tuple(errors[-MAX_ERRORS:]),
+        record_count=sum(batch.record_count for batch in batches),
+        skipped=tuple(skipped[-MAX_SKIPPED:]),
+        skipped_count=sum(batch.skipped_count for batch in batches),
+        catching_up=any(batch.catching_up for batch in batches),
+        observation_records=sum(batch.observation_records for batch in batches),
+        partitions=MappingProxyType(partitions),
+        seen=MappingProxyType(seen),
     )
 
 
@@ -450,12 +493,20 @@ class BatchGate:
     The feed thread calls `offer` for each new batch and `take_pending` when idle; the GUI
     calls `release` when it has applied the batch it was given. This is how the GUI falling
     behind turns into fewer, larger batches instead of a growing signal queue.
+
+    What waits is held as a list and merged once, when it is handed over (`merge_all`), not
+    batch by batch; only when it grows past twice `max_observations` is it merged (and
+    compacted to `max_observations`) early, which bounds what a stalled GUI makes the feed
+    hold. `offer` and `take_pending` are called by one thread (the feed's); only the
+    in-flight flag is shared, so no merge runs under the lock.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_observations: int = MAX_MERGED_OBSERVATIONS) -> None:
         self._lock = threading.Lock()
         self._in_flight = False
-        self._pending: Batch | None = None
+        self._pending: list[Batch] = []
+        self._pending_observations = 0
+        self._max_observations = max_observations
 
     @property
     def in_flight(self) -> bool:
@@ -464,28 +515,37 @@ class BatchGate:
 
     @property
     def has_pending(self) -> bool:
-        with self._lock:
-            return self._pending is not None
+        return bool(self._pending)
+
+    def _hold(self, batch: Batch) -> None:
+        self._pending.append(batch)
+        self._pending_observations += len(batch.observations)
+        if self._pending_observations > 2 * self._max_observations:
+            self._pending = [merge_all(self._pending, max_observations=self._max_observations)]
+            self._pending_observations = len(self._pending[0].observations)
+
+    def _take(self) -> Batch:
+        batch = merge_all(self._pending, max_observations=self._max_observations)
+        self._pending = []
+        self._pending_observations = 0
+        return batch
 
     def offer(self, batch: Batch) -> Batch | None:
-        """The batch to emit now, or None when it was merged into the pending one."""
+        """The batch to emit now, or None when it was kept to be merged with what waits."""
         with self._lock:
-            if self._in_flight:
-                self._pending = merge(self._pending, batch)
-                return None
-            if self._pending is not None:
-                batch = merge(self._pending, batch)
-                self._pending = None
+            busy = self._in_flight
             self._in_flight = True
-            return batch
+        self._hold(batch)
+        return None if busy else self._take()
 
     def take_pending(self) -> Batch | None:
+        if not self._pending:
+            return None
         with self._lock:
-            if self._in_flight or self._pending is None:
+            if self._in_flight:
                 return None
-            batch, self._pending = self._pending, None
             self._in_flight = True
-            return batch
+        return self._take()
 
     def release(self) -> None:
         with self._lock:

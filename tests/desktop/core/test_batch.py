@@ -7,7 +7,7 @@ import pytest
 from producer import wire
 
 import recorded_nist as testing
-from desktop.core.batch import Batch, BatchGate, Record, build_batch, merge, parse_timestamp
+from desktop.core.batch import Batch, BatchGate, Record, build_batch, merge, merge_all, parse_timestamp
 
 MAZAK03_DAY = "Mazak03-20161116-20161117.txt"
 PREFIX = "plant1."
@@ -122,6 +122,59 @@ def test_gate_lets_one_batch_in_flight_and_merges_the_rest(mazak03_observations)
     assert gate.in_flight and not gate.has_pending
     gate.release()
     assert gate.take_pending() is None
+
+
+def test_a_backlog_of_many_batches_reaches_the_model_whole_and_in_order(devices, mazak03_observations):
+    # The GUI busy for 40 batches: what it gets next holds every observation of them, once, in
+    # arrival order, every sample point of every series, and the newest device records.
+    assert len(mazak03_observations) > 3000
+    chunks = [mazak03_observations[i:i + 100] for i in range(0, len(mazak03_observations), 100)]
+    gate = BatchGate()
+    assert gate.offer(testing.batch_of(devices, chunks[0])) is not None
+    for chunk in chunks[1:]:
+        assert gate.offer(testing.batch_of(observations=chunk)) is None
+    gate.release()
+    backlog = gate.take_pending()
+    assert list(backlog.observations) == mazak03_observations[100:]
+    assert backlog.record_count == backlog.observation_records == len(mazak03_observations) - 100
+    whole = testing.batch_of(observations=mazak03_observations[100:])
+    assert backlog.samples.keys() == whole.samples.keys()
+    for key, series in whole.samples.items():
+        assert backlog.samples[key].times.tolist() == series.times.tolist()
+        assert backlog.samples[key].values.tolist() == series.values.tolist()
+    assert backlog.seen == whole.seen
+
+
+def test_merging_at_once_gives_what_merging_two_by_two_gives(devices, mazak03_observations):
+    batches = [testing.batch_of(devices if i == 0 else (), mazak03_observations[i:i + 300])
+               for i in range(0, len(mazak03_observations), 300)]
+    pairwise = None
+    for batch in batches:
+        pairwise = merge(pairwise, batch, max_points=100, max_observations=400)
+    at_once = merge_all(batches, max_points=100, max_observations=400)
+    assert at_once.record_count == pairwise.record_count == len(mazak03_observations) + len(devices)
+    assert dict(at_once.devices) == dict(pairwise.devices)
+    # The latest state of every data item is the same; compacting once keeps no fewer conditions.
+    latest = lambda b: {(o["device_uuid"], o["data_item_id"]): o["value"] for o in b.observations}  # noqa: E731
+    assert latest(at_once) == latest(pairwise)
+    assert len(at_once.observations) <= 400
+    for key, series in pairwise.samples.items():
+        assert at_once.samples[key].times.tolist() == series.times.tolist()
+
+
+def test_a_stalled_gui_makes_the_gate_hold_a_bounded_backlog(mazak03_observations):
+    gate = BatchGate(max_observations=300)
+    gate.offer(testing.batch_of(observations=mazak03_observations[:10]))
+    stream = mazak03_observations * 3
+    for start in range(0, len(stream), 200):
+        gate.offer(testing.batch_of(observations=stream[start:start + 200]))
+        assert sum(len(b.observations) for b in gate._pending) <= 600 + 200
+    gate.release()
+    backlog = gate.take_pending()
+    # Compacted, not dropped: the newest value of every data item is there.
+    newest = {o["data_item_id"]: o["value"] for o in stream}
+    assert {o["data_item_id"]: o["value"] for o in backlog.observations} == newest
+    assert backlog.observation_records == len(stream)
 
 
 def test_empty_batch():
