@@ -106,6 +106,10 @@ class Batch:
     observation_records: int = 0
     # Device uuid -> the observation partitions its records came from (where its history is).
     partitions: Mapping[str, frozenset[int]] = field(default_factory=lambda: MappingProxyType({}))
+    # Observation partition -> when its newest record in the batch was published (epoch s).
+    # The oldest of these is how far behind the stream the reading is: a partition read late
+    # delivers old records, however fresh the others are.
+    partition_newest: Mapping[int, float] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def is_empty(self) -> bool:
@@ -240,6 +244,7 @@ def build_batch(records: Iterable[Record], topic_prefix: str = "", pause: Callab
     skipped_count = 0
     count = 0
     seen_ms: dict[str, int] = {}
+    partition_ms: dict[int, int] = {}
     device_partitions: set[tuple[str, int]] = set()
     # Within one batch most observations share a few timestamps (an agent stamps a scan's
     # items alike): each is matched and parsed once.
@@ -301,6 +306,8 @@ def build_batch(records: Iterable[Record], topic_prefix: str = "", pause: Callab
                 device_partitions.add((device, record.partition))
                 if stamp_ms > seen_ms.get(device, 0):
                     seen_ms[device] = stamp_ms
+                if stamp_ms > partition_ms.get(record.partition, 0):
+                    partition_ms[record.partition] = stamp_ms
             continue
         if topic not in (devices_topic, status_topic):
             continue  # records of other topics are not ours to interpret; they only count
@@ -331,6 +338,7 @@ def build_batch(records: Iterable[Record], topic_prefix: str = "", pause: Callab
         skipped=tuple(skipped),
         skipped_count=skipped_count,
         seen=MappingProxyType({device: stamp / 1000.0 for device, stamp in seen_ms.items()}),
+        partition_newest=MappingProxyType({number: stamp / 1000.0 for number, stamp in partition_ms.items()}),
         observation_records=len(observations),
         partitions=MappingProxyType({device: frozenset(numbers) for device, numbers in partitions.items()}),
     )
@@ -444,6 +452,7 @@ def merge_all(batches: Iterable[Batch], max_points: int = MAX_MERGED_POINTS,
     skipped: list[SkippedRecord] = []
     partitions: dict[str, frozenset[int]] = {}
     seen: dict[str, float] = {}
+    partition_newest: dict[int, float] = {}
     for batch in batches:
         for series_key, series in batch.samples.items():
             held = pieces.get(series_key)
@@ -463,6 +472,9 @@ def merge_all(batches: Iterable[Batch], max_points: int = MAX_MERGED_POINTS,
         for device, moment in batch.seen.items():
             if moment > seen.get(device, 0.0):
                 seen[device] = moment
+        for number, moment in batch.partition_newest.items():
+            if moment > partition_newest.get(number, 0.0):
+                partition_newest[number] = moment
     samples: dict[SeriesKey, SampleSeries] = {}
     for series_key, parts in pieces.items():
         if len(parts) == 1 and len(parts[0].times) <= max_points:
@@ -484,6 +496,7 @@ def merge_all(batches: Iterable[Batch], max_points: int = MAX_MERGED_POINTS,
         observation_records=sum(batch.observation_records for batch in batches),
         partitions=MappingProxyType(partitions),
         seen=MappingProxyType(seen),
+        partition_newest=MappingProxyType(partition_newest),
     )
 
 

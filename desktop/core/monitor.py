@@ -111,8 +111,9 @@ class ViewUpdate:
     skipped_count: int = 0  # in all, since start (or the last reset)
     skipped: tuple[str, ...] = ()  # the latest few
     catching_up: bool = False
-    # How long ago the newest record handed over was published (now minus its Kafka
-    # timestamp): how far the app is behind the stream. None: not known from this update.
+    # How far the app is behind the stream: for each observation partition read, how long ago
+    # its newest record handed over was published (now minus its Kafka timestamp), and of
+    # those the longest. None: not known from this update.
     behind_seconds: float | None = None
     # The model started over (settings changed, history read again): drop what you hold first.
     reset: bool = False
@@ -317,8 +318,9 @@ class MonitorCore:
         update = self.model.apply(batch, now)
         self.model.pause()
         self._rate.add(batch.observation_records, now)
-        if batch.seen:
-            self._behind = max(0.0, now - max(batch.seen.values()))
+        if batch.partition_newest:
+            # The partition read latest sets it: its newest record is the oldest of the newest.
+            self._behind = max(0.0, now - min(batch.partition_newest.values()))
             self._last_batch_at = now
         for uuid, numbers in batch.partitions.items():
             self._partitions.setdefault(uuid, set()).update(numbers)

@@ -144,6 +144,22 @@ def test_how_far_behind_the_stream_is_the_age_of_the_newest_record_read_until_th
     assert core.tick(now + CAUGHT_UP_AFTER + 0.1).behind_seconds == 0.0
 
 
+def test_one_partition_read_late_makes_the_app_behind_however_fresh_the_others_are(devices):
+    # A plant's stream over two partitions: partition 0 is read as it is written, partition 1
+    # (other machines) delivers records published 45 s ago, because the reading has fallen
+    # behind there. The status bar must say 45 s, not the fresh partition's 1 s.
+    from desktop.core.batch import build_batch
+
+    core = MonitorCore(MonitorModel(journal=AlarmJournal(":memory:")))
+    now = 1_700_000_000.0
+    records = testing.records(devices, mazak03_lines(devices, 200))
+    late = [record._replace(partition=index % 2, timestamp_ms=int((now - (45 if index % 2 else 1)) * 1000))
+            for index, record in enumerate(records)]
+    assert core.apply(build_batch(late), now).behind_seconds == pytest.approx(45.0, abs=0.01)
+    caught_up = [record._replace(timestamp_ms=int((now + 1) * 1000)) for record in late]
+    assert core.apply(build_batch(caught_up), now + 1.5).behind_seconds == pytest.approx(0.5, abs=0.01)
+
+
 def test_alarms_restored_from_the_journal_mark_their_machines_after_a_restart_and_a_reset(devices, tmp_path):
     # Hurco01's adapter reports nothing: a low-priority "not reporting" alarm, still active
     # when the app is closed. Started again, the same data raises nothing new (the alarm is
