@@ -24,6 +24,11 @@ What runs, all on this machine:
 - **Memory**: VmRSS every 5 s; peak over the run and growth from the end of the first minute
   of the measured period to its end. Beside it, what the app holds by design: the live points
   of every series (the 10-minute window fills during the run) and the alarms.
+- **The machine**: CPU of the whole machine (`/proc/stat`), of the broker's JVM and of the
+  generator over the measured period, as shares of all cores - what was left for the app.
+- **Backlog**: at the end, the records written to the observations topic (its high
+  watermarks) minus those the app has applied: how far behind the stream it is, without
+  trusting any clock.
 - **History**: before the load starts, 24 h of NIST Mazak01 (the recorded day, re-timed to
   the last 24 h, with Kafka timestamps spread the same way) go to a topic prefix of their
   own, and `load_history` (as the detail view's "Last 24 h" does) reads them; the time is
@@ -273,6 +278,43 @@ def thread_cpu() -> dict[str, float]:
     return cpu
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores (`/proc/stat`)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / tick, sum(fields[:8]) / tick
+
+
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of one process so far; 0 when it is gone or unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def written_observations(bootstrap: str) -> int:
+    """Records in the benchmark's observations topic: the sum of its high watermarks."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from producer import wire
+
+    topic = wire.topic_name(wire.OBSERVATIONS, PREFIX)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-watermarks", "enable.auto.commit": False})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, number), timeout=10)[1]
+                   for number in partitions)
+    finally:
+        consumer.close()
+
+
 def object_counts() -> dict[str, int]:
     import gc
     from collections import Counter
@@ -321,12 +363,14 @@ def main() -> int:
         broker.start(timeout=240)
         generator = None
         try:
-            return run(options, broker.bootstrap, temp_path, ensure_topics)
+            process = getattr(broker, "_process", None)
+            return run(options, broker.bootstrap, temp_path, ensure_topics,
+                       process.pid if process is not None else None)
         finally:
             broker.stop()
 
 
-def run(options, bootstrap: str, temp_path: Path, ensure_topics) -> int:
+def run(options, bootstrap: str, temp_path: Path, ensure_topics, broker_pid: int | None) -> int:
     from desktop.core.feed import FeedConfig
     from desktop.core.history import load_history
 
@@ -417,6 +461,9 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics) -> int:
             marks["records_at_measure"] = window.state.observation_records
             marks["cpu_at_measure"] = time.process_time()
             marks["threads_at_measure"] = thread_cpu()
+            marks["machine_at_measure"] = machine_cpu()
+            marks["broker_at_measure"] = process_cpu(broker_pid)
+            marks["generator_at_measure"] = process_cpu(generator.pid)
             marks["gave_way_at_measure"] = (window.gui_priority.waits, window.gui_priority.waited)
             if tracing:
                 marks["trace_at_measure"] = tracemalloc.take_snapshot()
@@ -438,6 +485,12 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics) -> int:
                 marks["records_at_end"] = window.state.observation_records
                 marks["cpu_at_end"] = time.process_time()
                 marks["threads_at_end"] = thread_cpu()
+                marks["machine_at_end"] = machine_cpu()
+                marks["broker_at_end"] = process_cpu(broker_pid)
+                marks["generator_at_end"] = process_cpu(generator.pid)
+                # On the GUI thread, so no update lands between the two reads that matter.
+                marks["written_at_end"] = written_observations(bootstrap)
+                marks["applied_at_end"] = window.state.observation_records
                 marks["gave_way_at_end"] = (window.gui_priority.waits, window.gui_priority.waited)
                 marks["behind_at_end"] = window.state.behind_seconds
                 marks["alarms_at_end"] = len(window.alarm_pages.alarms)
@@ -483,6 +536,20 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics) -> int:
     split = sorted(((after[name] - before.get(name, 0.0), name) for name in after), reverse=True)
     print("app CPU by thread (µs per observation): " + ", ".join(
         f"{name} {seconds / records * 1e6:.1f}" for seconds, name in split if seconds > 0))
+    (busy_before, total_before), (busy_after, total_after) = marks["machine_at_measure"], marks["machine_at_end"]
+    cores = os.cpu_count() or 1
+    share = lambda seconds: seconds / max(1e-9, total_after - total_before) * 100  # noqa: E731 - % of all cores
+    broker_cpu = marks["broker_at_end"] - marks["broker_at_measure"]
+    generator_cpu = marks["generator_at_end"] - marks["generator_at_measure"]
+    app_cpu = marks["cpu_at_end"] - marks["cpu_at_measure"]
+    busy = busy_after - busy_before
+    print(f"machine ({cores} cores): {share(busy):.0f} % busy over the period: broker {share(broker_cpu):.0f} %, "
+          f"generator {share(generator_cpu):.0f} %, app {share(app_cpu):.0f} %, "
+          f"everything else {share(max(0.0, busy - broker_cpu - generator_cpu - app_cpu)):.0f} %; idle "
+          f"{100 - share(busy):.0f} %")
+    backlog = marks["written_at_end"] - marks["applied_at_end"]
+    print(f"backlog at the end: {backlog:,} records written but not yet applied "
+          f"({backlog / max(1.0, consumed):.0f} s at the rate consumed)")
     (waits_before, waited_before), (waits_after, waited_after) = marks["gave_way_at_measure"], marks["gave_way_at_end"]
     print(f"feed and core threads gave way to the GUI thread {waits_after - waits_before:,} times, "
           f"{waited_after - waited_before:.1f} s in all ({(waited_after - waited_before) / measured * 100:.0f} % of the period)")
