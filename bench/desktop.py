@@ -21,7 +21,7 @@ What runs, all on this machine:
   tab, so its plot redraws).
 - **The probe**: a 20 ms `QTimer` on the GUI thread; each tick's lateness (actual interval -
   20 ms) is the event-loop latency. p50/p95/max over the measured period (after `--warmup`).
-- **Memory**: VmRSS every 5 s; peak over the run and growth from the end of the first minute
+- **Memory**: VmRSS (the window's process and its feed process) every 5 s; peak over the run and growth from the end of the first minute
   of the measured period to its end. Beside it, what the app holds by design: the live points
   of every series (the 10-minute window fills during the run) and the alarms.
 - **The machine**: CPU of the whole machine (`/proc/stat`), of the broker's JVM and of the
@@ -251,17 +251,26 @@ def series_footprint(model) -> tuple[int, int, int]:
     return 0, 0, 0
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+def rss_mb(*others: int | None) -> float:
+    """VmRSS of this process plus that of `others` (the app's feed process), in MB."""
+    total = 0.0
+    for pid in ("self", *others):
+        if pid is None:
+            continue
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) / 1024
+        except OSError:
+            continue  # gone meanwhile
+    return total
 
 
-def thread_cpu() -> dict[str, float]:
+def thread_cpu(feed_pid: int | None = None) -> dict[str, float]:
     """CPU seconds (user + system) of each of this process's threads, by Python thread name
-    (threads without one, e.g. librdkafka's, are summed as "native")."""
+    (threads without one, e.g. librdkafka's, are summed as "native"), and of the app's feed
+    process as "feed process"."""
     import threading
 
     names = {thread.native_id: thread.name for thread in threading.enumerate()}
@@ -275,6 +284,8 @@ def thread_cpu() -> dict[str, float]:
             continue  # the thread ended meanwhile
         name = names.get(int(task), "native")
         cpu[name] = cpu.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    if feed_pid is not None:
+        cpu["feed process"] = process_cpu(feed_pid)
     return cpu
 
 
@@ -440,6 +451,10 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics, broker_pid: int
     marks = {"start": time.monotonic(), "measure": None, "end": None, "records_at_measure": 0}
     state = {"last": time.monotonic(), "detail": False}
 
+    def feed_pid() -> int | None:
+        worker = getattr(window, "worker", None)
+        return getattr(worker.feed, "pid", None) if worker is not None else None
+
     def on_probe() -> None:
         now = time.monotonic()
         late = (now - state["last"]) * 1000 - 20
@@ -459,8 +474,9 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics, broker_pid: int
         if marks["measure"] is None and now - marks["start"] >= options.warmup:
             marks["measure"] = now
             marks["records_at_measure"] = window.state.observation_records
-            marks["cpu_at_measure"] = time.process_time()
-            marks["threads_at_measure"] = thread_cpu()
+            marks["feed_pid"] = feed_pid()
+            marks["cpu_at_measure"] = time.process_time() + process_cpu(marks["feed_pid"])
+            marks["threads_at_measure"] = thread_cpu(marks["feed_pid"])
             marks["machine_at_measure"] = machine_cpu()
             marks["broker_at_measure"] = process_cpu(broker_pid)
             marks["generator_at_measure"] = process_cpu(generator.pid)
@@ -472,19 +488,21 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics, broker_pid: int
             print(f"measuring for {options.seconds:g} s…", flush=True)
         if marks["measure"] is not None:
             if int(now - marks["measure"]) % 5 == 0:
-                rss.append((now - marks["measure"], rss_mb()))
+                rss.append((now - marks["measure"], rss_mb(feed_pid())))
                 loads.append(os.getloadavg()[0])
             if int(now - marks["measure"]) in (60, 61) and "points_at_minute" not in marks:
                 marks["points_at_minute"] = series_footprint(model)
             if int(now - marks["measure"]) % 60 == 0 and now - marks["measure"] > 1:
                 print(f"  {now - marks['measure']:.0f} s: {window.state.observation_rate:,.0f} obs/s shown, "
-                      f"RSS {rss_mb():.0f} MB, load {os.getloadavg()[0]:.2f}, "
+                      f"RSS {rss_mb(feed_pid()):.0f} MB, load {os.getloadavg()[0]:.2f}, "
                       f"p95 so far {percentile(latencies, 0.95):.1f} ms", flush=True)
             if now - marks["measure"] >= options.seconds:
                 marks["end"] = now
                 marks["records_at_end"] = window.state.observation_records
-                marks["cpu_at_end"] = time.process_time()
-                marks["threads_at_end"] = thread_cpu()
+                if feed_pid() != marks["feed_pid"]:
+                    print("the feed process was restarted during the run: its CPU is not all counted")
+                marks["cpu_at_end"] = time.process_time() + process_cpu(marks["feed_pid"])
+                marks["threads_at_end"] = thread_cpu(marks["feed_pid"])
                 marks["machine_at_end"] = machine_cpu()
                 marks["broker_at_end"] = process_cpu(broker_pid)
                 marks["generator_at_end"] = process_cpu(generator.pid)
@@ -519,7 +537,7 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics, broker_pid: int
     consumed = (marks["records_at_end"] - marks["records_at_measure"]) / measured
     cpu = (marks["cpu_at_end"] - marks["cpu_at_measure"]) / measured * 100
     after_minute = next((value for at, value in rss if at >= 60), rss[0][1] if rss else 0.0)
-    peak = max((value for _, value in rss), default=rss_mb())
+    peak = max((value for _, value in rss), default=0.0)
     growth = (rss[-1][1] - after_minute) / after_minute * 100 if rss and after_minute else 0.0
     generator_us = generated.get("cpu_seconds", 0.0) / max(1, generated["sent"]) * 1e6
     print(f"generator: {generated['sent']:,} observations at {generated['rate']:,.0f} obs/s over {options.devices} devices, "

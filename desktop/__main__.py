@@ -4,7 +4,8 @@ Besides the GUI options, a hidden `--run-module producer ...` runs the producer'
 line instead of the app. This is how the app starts its broker, replay agent and producer as
 child processes (a PyInstaller build has no `python -m`, and `sys.executable` is the app
 itself), with a lifeline to the app so that none outlives it (see `desktop.launcher`); the
-hidden `--broker-watchdog` is the process that stops an app-started broker when the app dies.
+hidden `--broker-watchdog` is the process that stops an app-started broker when the app dies,
+and the hidden `--feed-process` is the window's Kafka feed (`desktop.core.feed_process`).
 Both are handled before anything imports Qt, as is `producer ...` (the producer's command line
 without the lifeline), which lets the installed app run its services headless.
 """
@@ -16,6 +17,7 @@ import sys
 RUN_MODULE_FLAG = "--run-module"
 SERVICE_COMMAND = "producer"
 WATCHDOG_FLAG = "--broker-watchdog"
+FEED_PROCESS_FLAG = "--feed-process"  # as desktop.core.feed_process, without importing it first
 # Modules the passthrough may run: the app's own services, nothing else.
 RUNNABLE_MODULES = ("producer",)
 
@@ -61,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == [SERVICE_COMMAND]:
         # The installed app as a headless service: `MachineMonitor producer run ...`.
         return run_module(argv)
+    if argv[:1] == [FEED_PROCESS_FLAG]:
+        # The window's Kafka feed, in a process of its own (see desktop.core.feed_process).
+        from desktop.core.feed_process import child_main
+
+        return child_main()
     if argv[:1] == [WATCHDOG_FLAG]:
         from desktop.launcher import run_broker_watchdog
 

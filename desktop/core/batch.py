@@ -13,6 +13,7 @@ into the pending one.
 """
 from __future__ import annotations
 
+import marshal
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -496,6 +497,53 @@ def merge_all(batches: Iterable[Batch], max_points: int = MAX_MERGED_POINTS,
         observation_records=sum(batch.observation_records for batch in batches),
         partitions=MappingProxyType(partitions),
         seen=MappingProxyType(seen),
+        partition_newest=MappingProxyType(partition_newest),
+    )
+
+
+def pack_batch(batch: Batch) -> bytes:
+    """A batch as bytes for another process of this app (`unpack_batch` reads it): `marshal`
+    of plain values, with each sample array as its raw float64 bytes."""
+    return marshal.dumps((
+        tuple((uuid, dict(value) if value is not None else None) for uuid, value in batch.devices),
+        tuple((agent, dict(value) if value is not None else None) for agent, value in batch.agent_statuses),
+        tuple(dict(observation) for observation in batch.observations)
+        if any(type(observation) is not dict for observation in batch.observations) else batch.observations,
+        {key: (series.times.tobytes(), series.values.tobytes()) for key, series in batch.samples.items()},
+        batch.errors,
+        batch.record_count,
+        tuple(tuple(record) for record in batch.skipped),
+        batch.skipped_count,
+        batch.catching_up,
+        dict(batch.seen),
+        batch.observation_records,
+        dict(batch.partitions),
+        dict(batch.partition_newest),
+    ))
+
+
+def _frozen_bytes(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.float64)  # read-only: it shares the bytes
+
+
+def unpack_batch(data: bytes) -> Batch:
+    """The batch `pack_batch` packed."""
+    (devices, statuses, observations, samples, errors, record_count, skipped, skipped_count, catching_up, seen,
+     observation_records, partitions, partition_newest) = marshal.loads(data)
+    return Batch(
+        devices=devices,
+        agent_statuses=statuses,
+        observations=observations,
+        samples=MappingProxyType({key: SampleSeries(_frozen_bytes(times), _frozen_bytes(values))
+                                  for key, (times, values) in samples.items()}),
+        errors=errors,
+        record_count=record_count,
+        skipped=tuple(SkippedRecord(*record) for record in skipped),
+        skipped_count=skipped_count,
+        catching_up=catching_up,
+        seen=MappingProxyType(seen),
+        observation_records=observation_records,
+        partitions=MappingProxyType(partitions),
         partition_newest=MappingProxyType(partition_newest),
     )
 

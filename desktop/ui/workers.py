@@ -1,7 +1,9 @@
 """The threads behind the window, and the Qt signals they report through.
 
-`FeedWorker` runs `desktop.core.feed.Feed.run` on a plain Python thread (the Kafka consumer:
-consume, decode, validate). With a `sink` (the window's `CoreWorker.offer_batch`) every batch
+`FeedWorker` runs the Kafka consumer (consume, decode, validate) from a plain Python thread:
+by default in a process of its own (`desktop.core.feed_process.FeedProcess`, the thread
+reads its batches), or with `separate_process=False` as `desktop.core.feed.Feed.run` on the
+thread itself. With a `sink` (the window's `CoreWorker.offer_batch`) every batch
 goes straight to the core thread without touching the GUI thread; without one (the self-test)
 each batch is a queued `batch_received` signal and the receiver calls `batch_consumed`.
 `status_changed` carries the connection state, `feed_failed` an error that ended the feed -
@@ -17,8 +19,6 @@ batches, its events come back with the next update, its result through the retur
 from __future__ import annotations
 
 import threading
-import traceback
-
 from concurrent.futures import Future
 from typing import Any, Callable
 
@@ -26,6 +26,7 @@ from PySide6.QtCore import QObject, Signal
 
 from desktop.core.batch import Batch
 from desktop.core.feed import Feed, FeedConfig
+from desktop.core.feed_process import FeedProcess, failure_text
 from desktop.core.gui_priority import no_pause
 from desktop.core.monitor import CoreRunner, MonitorCore, ViewUpdate
 
@@ -39,11 +40,11 @@ class FeedWorker(QObject):
     feed_stopped = Signal()
 
     def __init__(self, config: FeedConfig, parent: QObject | None = None, sink: BatchSink | None = None,
-                 pause: Callable[[], None] = no_pause) -> None:
+                 pause: Callable[[], None] = no_pause, separate_process: bool = True) -> None:
         super().__init__(parent)
         self.config = config
         self._sink = sink
-        self._feed = Feed(config, pause)
+        self._feed: Feed | FeedProcess = FeedProcess(config) if separate_process else Feed(config, pause)
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -67,20 +68,12 @@ class FeedWorker(QObject):
                 on_batch = self.batch_received.emit
             self._feed.run(self._stop_event, on_batch, self.status_changed.emit)
         except Exception as exc:  # noqa: BLE001 - any failure must reach the GUI, not vanish
-            if isinstance(exc, RuntimeError):
-                detail = str(exc)  # the feed's own, already worded for people
-            else:
-                # Unexpected: name the exception and where, so a bug report can use it.
-                detail = f"{type(exc).__name__}: {exc}"
-                last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-                if last:
-                    detail += f" (at {last[0].filename.rsplit('/', 1)[-1]}:{last[0].lineno})"
-            self.feed_failed.emit(detail)
+            self.feed_failed.emit(failure_text(exc))
         finally:
             self.feed_stopped.emit()
 
     @property
-    def feed(self) -> Feed:
+    def feed(self) -> Feed | FeedProcess:
         return self._feed
 
     def batch_consumed(self) -> None:

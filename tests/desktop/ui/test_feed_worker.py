@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from desktop.core.feed import FeedConfig
 from desktop.core.settings import Settings
 from desktop.ui.workers import FeedWorker
 
 
-def test_a_failing_feed_reports_instead_of_dying_silently(qtbot, styled_qapp, closed_port):
-    worker = FeedWorker(FeedConfig(closed_port, kafka_properties={"no.such.property": "1"}))
+@pytest.mark.parametrize("separate_process", [True, False], ids=["feed process", "feed thread"])
+def test_a_failing_feed_reports_instead_of_dying_silently(qtbot, styled_qapp, closed_port, separate_process):
+    worker = FeedWorker(FeedConfig(closed_port, kafka_properties={"no.such.property": "1"}),
+                        separate_process=separate_process)
     with qtbot.waitSignal(worker.feed_failed, timeout=10_000) as failed:
         worker.start()
     assert "invalid Kafka settings" in failed.args[0] and "no.such.property" in failed.args[0]
@@ -72,3 +76,40 @@ def test_tray_notifications_do_not_use_the_banner(qtbot, styled_qapp):
     notifier.set_status(MachineStatus.RUNNING, {MachineStatus.RUNNING: 3})
     assert notifier.tray.icon().pixmap(32, 32).toImage() not in (before, alarm_icon)
     notifier.hide()
+
+
+@pytest.mark.integration
+def test_a_killed_feed_process_is_shown_restarted_and_live_data_resumes(make_window, qtbot, kafka_broker, topic_prefix):
+    import os
+    import signal
+
+    import recorded_nist as testing
+    from kafka_records import create_topics, device_messages, mazak03_observations, observation_messages, produce
+
+    devices = testing.load_devices()
+    client = {"bootstrap.servers": kafka_broker.bootstrap}
+    create_topics(client, topic_prefix)
+    window = make_window(Settings(mode="remote", bootstrap_servers=kafka_broker.bootstrap, topic_prefix=topic_prefix))
+    window.show()
+    failures: list[str] = []
+    window.start()
+    first = window.worker
+    first.feed_failed.connect(failures.append)
+    early = mazak03_observations(devices, 1, 300)
+    produce(client, device_messages(devices, topic_prefix) + observation_messages(early, topic_prefix))
+    qtbot.waitUntil(lambda: window.state.observation_records >= len(early), timeout=60_000)
+    os.kill(first.feed.pid, signal.SIGKILL)
+    qtbot.waitUntil(lambda: bool(failures), timeout=10_000)
+    assert failures == [f"the Kafka feed process ended unexpectedly (exit code {-signal.SIGKILL})"]
+    qtbot.waitUntil(lambda: window.worker is not first and window.worker.running, timeout=15_000)
+    # Records written after the restart reach the window: the new feed reads on from the live window.
+    before = window.state.observation_records
+    later = mazak03_observations(devices, 301, 600, first_sequence=len(early) + 1)
+    assert later
+    produce(client, observation_messages(later, topic_prefix))
+    qtbot.waitUntil(lambda: window.state.observation_records >= before + len(later), timeout=60_000)
+    newest = max(o["timestamp"] for o in later)
+    assert newest > max(o["timestamp"] for o in early)
+    qtbot.waitUntil(lambda: window.state.machines["mtc_adapter004"].last_timestamp == newest, timeout=10_000)
+    qtbot.waitUntil(lambda: window.broker_label.text() == f"Kafka: connected to {kafka_broker.bootstrap}",
+                    timeout=15_000)
