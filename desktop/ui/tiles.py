@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from PySide6.QtCore import QRect, QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QRect, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSizePolicy,
+    QToolTip,
     QVBoxLayout,
     QWidget,
 )
@@ -133,6 +134,19 @@ def tile_texts(view: MachineView, now: float) -> dict[str, str]:
         "warning": f"⚠ {view.warning_count} warning{'s' if view.warning_count > 1 else ''}" if view.warning_count else "",
         "alarm": badge,
     }
+
+
+def tile_tooltip(texts: dict[str, str]) -> str:
+    """A tile's texts in full, one per line: what hovering shows where the tile had to cut one."""
+    lines = [texts["name"] + (f" ({texts['model']})" if texts.get("model") else "")]
+    state = texts["state"] + (f" for {texts['since']}" if texts.get("since") else "")
+    lines.append(state + (f": {texts['reason']}" if texts.get("reason") else ""))
+    for label, key in (("Alarms", "alarm"), ("Warnings", "warning"), ("Program", "program"), ("Mode", "mode"),
+                       ("Execution", "execution"), ("Parts", "parts"), ("Spindle", "spindle"), ("Load", "load"),
+                       ("Data", "age")):
+        if texts.get(key):
+            lines.append(f"{label}: {texts[key]}")
+    return "\n".join(lines)
 
 
 @dataclass
@@ -340,6 +354,21 @@ class TileGrid(QWidget):
                 self.update(self.tile_rect(tile))
         if uuid is not None:
             self.machine_selected.emit(uuid)
+
+    def event(self, event: QEvent) -> bool:
+        # Hovering a tile shows its texts in full (the tile elides what does not fit); built
+        # on hover only, so a redraw never touches tooltips.
+        if event.type() == QEvent.Type.ToolTip:
+            uuid = self.tile_at(event.pos().x(), event.pos().y())
+            view = self.views.get(uuid) if uuid is not None else None
+            if view is None:
+                QToolTip.hideText()
+                event.ignore()
+                return True
+            QToolTip.showText(event.globalPos(), tile_tooltip(tile_texts(view, time.time())), self,
+                              self.tile_rect(uuid))
+            return True
+        return super().event(event)
 
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
         uuid = self.tile_at(int(event.position().x()), int(event.position().y()))

@@ -167,6 +167,36 @@ def test_a_warning_is_a_badge_and_the_tile_shows_program_mode_parts_and_spindle(
     assert tile(window, "mtc_adapter004")["state"] == "RUNNING", "a warning is a badge, not a state"
 
 
+def test_hovering_a_tile_shows_what_it_had_to_cut_in_full(make_window, qtbot, devices):
+    from PySide6.QtCore import QEvent
+    from PySide6.QtGui import QHelpEvent
+    from PySide6.QtWidgets import QApplication, QToolTip
+
+    window = make_window()
+    window.resize(1024, 700)
+    window.show()
+    line = find_line(DAYS["Mazak03"], lambda l, f: l.get("execution") == "ACTIVE" and not f and
+                     l.get("program") not in (None, "UNAVAILABLE"))
+    feed_until(window, devices, "Mazak03", line)
+    latest, _ = RecordedState(DAYS["Mazak03"]).at(line)
+    qtbot.waitUntil(lambda: tile(window, "mtc_adapter004").get("state") == "RUNNING")
+    grid = window.overview.grid
+    # Narrow tiles (dense: no program line at all) still tell everything on hover.
+    grid.density = "dense"
+    grid.relayout()
+    centre = grid.tile_rect("mtc_adapter004").center()
+    QApplication.sendEvent(grid, QHelpEvent(QEvent.Type.ToolTip, centre, grid.mapToGlobal(centre)))
+    qtbot.waitUntil(lambda: QToolTip.isVisible())
+    lines = QToolTip.text().splitlines()
+    assert lines[0].startswith("Mazak03")
+    assert lines[1].startswith("RUNNING for ")
+    assert f"Program: {latest['program']}" in lines and "Mode: Automatic" in lines
+    # Between tiles: no tooltip.
+    gap = grid.tile_rect(grid.order[0]).topRight() + QPoint(2, 0)
+    QApplication.sendEvent(grid, QHelpEvent(QEvent.Type.ToolTip, gap, grid.mapToGlobal(gap)))
+    qtbot.waitUntil(lambda: not QToolTip.isVisible())
+
+
 def test_a_silent_machine_turns_grey_offline_and_an_unreachable_agent_at_once(make_window, qtbot, devices):
     window = make_window(Settings(offline_after=2.0))
     window.show()
