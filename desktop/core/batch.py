@@ -1,4 +1,4 @@
-"""Kafka records to immutable batches: the one unit that crosses from the feed thread to the GUI.
+"""Kafka records to immutable batches: the one unit that crosses from the feed to the core and GUI.
 
 `build_batch` decodes what one `consume()` call returned (device models, agent status,
 observations) with `producer.wire`, checks every record against the schema there, and turns
@@ -9,7 +9,8 @@ and it is described - topic, partition, offset and what is wrong - in `Batch.ski
 of the batch is kept. Nothing a record holds can make `build_batch` raise. `merge` combines
 batches while the GUI is behind, bounded so a stalled GUI cannot make the backlog grow without
 limit, and `BatchGate` is the hand-off that decides between emitting a batch and merging it
-into the pending one.
+into the pending one. `pack_batch` / `unpack_batch` carry a batch from the feed process to the
+window's.
 """
 from __future__ import annotations
 

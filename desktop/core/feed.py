@@ -1,7 +1,7 @@
 """The Kafka feed: consume the monitor's topics and hand over one immutable batch per poll.
 
-`Feed.run` is the body of the feed thread (the Qt worker in `desktop.ui.workers` owns the
-thread). It creates the consumer lazily inside that thread and assigns itself every partition
+`Feed.run` is the body of the feed: in the app's feed process (`desktop.core.feed_process`),
+or on a thread (the Qt worker in `desktop.ui.workers` owns it). It creates the consumer lazily inside that thread and assigns itself every partition
 of the devices, agent-status and observations topics - the compacted topics from their
 beginning, the observations from "now minus the history window" (`offsets_for_times`), so
 plots show recent history at once. It assigns partitions itself instead of joining a consumer

@@ -17,7 +17,8 @@ batch was applied (the feed's `BatchGate` may hand over the next), `S` stop. Fee
 ended (the error `Feed.run` raised, worded as there), `E` a clean end.
 
 Lifeline: the child stops when its stdin closes (the window quit, crashed or was killed) and
-exits at once if the clean stop takes more than `EXIT_GRACE_SECONDS`. Anything the child's
+exits at once if the clean stop takes more than `EXIT_GRACE_SECONDS`; it ignores Ctrl+C,
+which a terminal sends to the window and its children alike (the window stops it). Anything the child's
 libraries print goes to stderr: stdout carries frames only. A child that ends without `F` or
 `E` (killed, crashed) is reported as an error naming its exit code, like any feed failure.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 import logging
 import marshal
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -254,6 +256,9 @@ def child_main() -> int:
 
 
 def _child_run() -> int:
+    # Ctrl+C in the app's terminal reaches the whole process group: the window decides when
+    # its feed stops (and stops it), so the feed does not end on its own first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.stdin is None or sys.stdout is None:
         return 2  # not started by the window (no pipes): nothing to read or write
     # Frames go to the original stdout; whatever else writes to fd 1 lands on stderr (or

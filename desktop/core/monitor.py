@@ -2,7 +2,8 @@
 
 Data path (see also `desktop.ui.workers`):
 
-    feed thread (Kafka consume, decode, validate: `desktop.core.feed`)
+    feed process (Kafka consume, decode, validate: `desktop.core.feed`, run by
+        `desktop.core.feed_process`) -> the window's feed thread
         -> `CoreRunner.offer_batch` -> core thread: `MonitorCore.apply`
            (fleet and machine state, ring buffers, alarm engine, alarm journal in SQLite)
         -> one immutable `ViewUpdate` -> the GUI (one queued signal), which redraws on a timer.

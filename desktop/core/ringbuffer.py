@@ -6,7 +6,11 @@ time window applied as points arrive (older points are dropped, so a plant's tho
 series hold only the window the app reads from Kafka, not `capacity` points each - that is
 what kept the app's memory growing for half an hour; the oldest points go once they are an
 eighth of a window past it, and `snapshot` cuts at the window exactly). `snapshot` can
-narrow it further. Storage grows on demand up to twice the capacity and is compacted in
+narrow it further. A `SeriesStore` also bounds the sum over all its series (`max_points`): a
+plant of thousands of series at tens of thousands of samples a second would otherwise hold
+hundreds of MB for its window; each series then keeps at most an equal share of that budget,
+so at plant rates a series' live window is shorter than the time window (a detail view loads
+its look-back from Kafka in any case), and for a few machines the budget never binds. Storage grows on demand up to twice the capacity and is compacted in
 place, which keeps
 the live points contiguous (a cheap slice to read) without a per-append shift. Time never
 goes backwards in a buffer: plotting needs a monotonic x axis, and a timestamp earlier than
@@ -21,6 +25,10 @@ import numpy as np
 
 DEFAULT_CAPACITY = 20_000
 DEFAULT_WINDOW_SECONDS = 600.0
+# Live points held over all series at most (16 bytes each, storage up to twice that).
+DEFAULT_MAX_POINTS = 3_000_000
+# A series keeps at least this many points, however many series share the budget.
+MIN_POINTS_PER_SERIES = 100
 _INITIAL_SIZE = 256
 _SMALL = 16  # appends of up to this many points are checked for order without numpy
 
@@ -100,12 +108,14 @@ class RingBuffer:
         self.version += 1
 
     def _make_room(self, count: int) -> None:
-        if self._end + count <= self._times.size:
+        size = self._times.size
+        if self._end + count <= size <= 2 * self.capacity:
             return
         keep = min(len(self), self.capacity - count)
         needed = keep + count
-        size = self._times.size
-        if needed > size // 2 and size < 2 * self.capacity:
+        if size > 2 * self.capacity:
+            size = 2 * self.capacity  # the capacity was lowered (a smaller share): storage goes back
+        elif needed > size // 2 and size < 2 * self.capacity:
             # Grow geometrically, never past twice the capacity.
             size = min(2 * self.capacity, max(2 * size, 2 * needed))
         times = np.empty(size, dtype=np.float64) if size != self._times.size else self._times
@@ -132,10 +142,18 @@ class RingBuffer:
 class SeriesStore:
     """One `RingBuffer` per series key (device uuid, data item id), created on first data."""
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY, window_seconds: float | None = None) -> None:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, window_seconds: float | None = None,
+                 max_points: int | None = DEFAULT_MAX_POINTS) -> None:
         self.capacity = capacity
         self.window_seconds = window_seconds
+        self.max_points = max_points
         self._buffers: dict[Hashable, RingBuffer] = {}
+        # The points each series may keep now: `capacity`, or its share of `max_points`.
+        self._per_series = capacity
+
+    @property
+    def per_series(self) -> int:
+        return self._per_series
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._buffers and len(self._buffers[key]) > 0
@@ -153,10 +171,17 @@ class SeriesStore:
         buffer = self._buffers.get(key)
         if buffer is None:
             buffer = self._buffers[key] = RingBuffer(self.capacity, self.window_seconds)
+            if self.max_points is not None:
+                share = max(MIN_POINTS_PER_SERIES, self.max_points // len(self._buffers))
+                self._per_series = min(self.capacity, share)
+        if buffer.capacity != self._per_series:
+            # A new series made every share smaller: applied as each series next gets data.
+            buffer.capacity = self._per_series
         buffer.extend(times, values)
 
     def clear(self) -> None:
         self._buffers.clear()
+        self._per_series = self.capacity
 
     def footprint(self) -> tuple[int, int]:
         """(series, points held, bytes allocated for them): what the live window costs."""

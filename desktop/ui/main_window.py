@@ -3,15 +3,17 @@ status bar, tray, and the wiring between feed, core thread, local services and v
 
 Threads and data path (nothing per observation, and no disk I/O, on the GUI thread):
 
-    FeedWorker thread: Kafka consume, decode, validate  --offer_batch-->
+    feed process (`desktop.core.feed_process`): Kafka consume, decode, validate  --pipe-->
+    FeedWorker thread: reads the process's batches  --offer_batch-->
     CoreWorker thread: MonitorCore.apply (fleet, machine state, ring buffers, alarm engine,
                        SQLite journal written before anything is shown)  --update_ready-->
     GUI thread: `_on_update_ready` applies the immutable `ViewUpdate` to `ViewState` (dict
                 updates, a few numpy appends), notifies, releases the core for the next one.
 
-While the GUI thread draws or applies an update, the feed and core threads step aside between
-chunks of their work (`desktop.core.gui_priority`): all three share one interpreter, and
-without that the GUI thread waited for it after every Qt call of a frame. The status bar
+While the GUI thread draws or applies an update, the core thread (and a feed running on a
+thread of its own, `FeedWorker(separate_process=False)`) steps aside between chunks of its
+work (`desktop.core.gui_priority`): they share one interpreter, and without that the GUI
+thread waited for it after every Qt call of a frame. The status bar
 shows how far behind the stream the app reads once that is 5 s or more.
 
 One `QTimer` (15 Hz) draws: only the tiles whose content changed, the visible detail tab,

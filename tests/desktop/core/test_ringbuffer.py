@@ -87,3 +87,32 @@ def test_series_store_creates_buffers_on_first_data():
     store.extend(key, np.array([1.0]), np.array([3194.0]))
     assert key in store and store.get(key).last_value == 3194.0
     assert store.get(("nope", "nope")) is None
+
+
+def test_a_plant_of_series_shares_one_budget_of_live_points_and_each_keeps_its_newest():
+    store = SeriesStore(capacity=1000, max_points=2000)
+    times = np.arange(800, dtype=np.float64)
+    # Two series: the budget does not bind (each may keep its full capacity).
+    for item in ("a", "b"):
+        store.extend(("m1", item), times, times * 2)
+    assert store.per_series == 1000 and all(len(store.get(("m1", i))) == 800 for i in "ab")
+    # Eight series: a quarter of the budget each, the newest points, in order.
+    for item in "cdefgh":
+        store.extend(("m1", item), times, times * 2)
+    for item in "abcdefgh":
+        store.extend(("m1", item), times + 800, (times + 800) * 2)
+    assert store.per_series == 250
+    series, points, allocated = store.footprint()
+    assert series == 8 and points == 2000
+    # Storage follows the share down (at most twice what a series may keep).
+    assert allocated <= 8 * 2 * 250 * 16
+    kept_times, kept_values = store.get(("m1", "a")).snapshot()
+    assert kept_times.tolist() == list(range(1350, 1600)) and kept_values.tolist() == [2 * t for t in range(1350, 1600)]
+
+
+def test_a_few_series_keep_their_window_whatever_the_budget():
+    store = SeriesStore(capacity=20_000, window_seconds=600.0)  # the app's defaults
+    for item in range(100):  # 8 NIST machines have about this many numeric items
+        store.extend(("m", str(item)), np.arange(0.0, 600.0), np.zeros(600))
+    assert store.per_series == 20_000
+    assert store.footprint()[1] == 100 * 600
