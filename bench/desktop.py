@@ -16,7 +16,8 @@ What runs, all on this machine:
 - **The app**: `MainWindow` offscreen at 1920x1080, in remote mode against that broker, set
   up as `python -m desktop` sets it up: the default alarm rules, the alarm journal on disk
   (in the temp folder, as `MACHINE_MONITOR_DATA_DIR`), the default 10-minute window of live
-  points per series. The overview is shown and one machine's detail tab opened once data
+  points per series and the default budget of live points over all series. The app's Kafka
+  feed runs in its own process, as in the app. The overview is shown and one machine's detail tab opened once data
   flows (the overview is drawn by the same timer in either case; the detail is the visible
   tab, so its plot redraws).
 - **The probe**: a 20 ms `QTimer` on the GUI thread; each tick's lateness (actual interval -
@@ -416,7 +417,8 @@ def run(options, bootstrap: str, temp_path: Path, ensure_topics, broker_pid: int
     model = alarm_model(settings, config_dir)
     window = MainWindow(settings, config_dir=config_dir, model=model, use_tray=False,
                         data_dir=default_journal_path().parent)
-    print(f"app: live window {model.window_seconds / 60:g} min per series, {len(model.alarm_engine.rules.rules)} "
+    print(f"app: live window {model.window_seconds / 60:g} min per series, at most "
+          f"{model.series.max_points or 0:,} live points in all, {len(model.alarm_engine.rules.rules)} "
           f"alarm rules, journal {default_journal_path()}", flush=True)
     window.resize(1920, 1080)
     # Experiments: BENCH_SWITCH_INTERVAL (seconds) overrides the window's interpreter switch

@@ -6,7 +6,7 @@ child processes (a PyInstaller build has no `python -m`, and `sys.executable` is
 itself), with a lifeline to the app so that none outlives it (see `desktop.launcher`); the
 hidden `--broker-watchdog` is the process that stops an app-started broker when the app dies,
 and the hidden `--feed-process` is the window's Kafka feed (`desktop.core.feed_process`).
-Both are handled before anything imports Qt, as is `producer ...` (the producer's command line
+All are handled before anything imports Qt, as is `producer ...` (the producer's command line
 without the lifeline), which lets the installed app run its services headless.
 """
 from __future__ import annotations
