@@ -59,7 +59,11 @@ def feed_process_command() -> list[str]:
 
 
 def _write_frame(stream: BinaryIO, kind: bytes, payload: bytes = b"") -> None:
-    stream.write(_HEADER.pack(len(payload), kind[0]) + payload)
+    # Unbuffered: a write may take only part of a large frame (a signal), so write the rest.
+    data = memoryview(_HEADER.pack(len(payload), kind[0]) + payload)
+    while data:
+        written = stream.write(data)
+        data = data[written or 0:]
     stream.flush()
 
 

@@ -87,15 +87,24 @@ def written_chain(kafka_broker, topic_prefix, devices, count: int) -> list[dict]
     return observations
 
 
-def test_the_feed_process_delivers_every_record_written_and_stops_when_asked(kafka_broker, topic_prefix, devices):
-    written = written_chain(kafka_broker, topic_prefix, devices, 3000)
+def reading(kafka_broker, topic_prefix, devices, count: int) -> tuple[list[dict], FeedProcess, Collector]:
+    """Recorded records written, and a feed process that has read them all."""
+    written = written_chain(kafka_broker, topic_prefix, devices, count)
     feed = FeedProcess(FeedConfig(kafka_broker.bootstrap, topic_prefix=topic_prefix))
     collector = Collector(feed)
     collector.thread.start()
     collector.wait_for(len(written))
+    return written, feed, collector
+
+
+def test_the_feed_process_delivers_every_record_written_and_stops_when_asked(kafka_broker, topic_prefix, devices):
+    written, feed, collector = reading(kafka_broker, topic_prefix, devices, 3000)
     key = lambda o: (o["device_uuid"], o["data_item_id"], o["sequence"])  # noqa: E731
-    # Every observation once (partitions interleave, each machine's records stay in order).
+    # Every observation once, and each machine's in the order written (partitions interleave).
     assert sorted(map(key, collector.observations)) == sorted(map(key, written))
+    for uuid in {o["device_uuid"] for o in written}:
+        assert [o["sequence"] for o in collector.observations if o["device_uuid"] == uuid] == \
+            [o["sequence"] for o in written if o["device_uuid"] == uuid]
     assert CONNECTED in collector.states
     collector.stop.set()
     collector.thread.join(20)
@@ -105,11 +114,7 @@ def test_the_feed_process_delivers_every_record_written_and_stops_when_asked(kaf
 
 
 def test_a_killed_feed_process_is_reported_with_its_exit_code(kafka_broker, topic_prefix, devices):
-    written = written_chain(kafka_broker, topic_prefix, devices, 500)
-    feed = FeedProcess(FeedConfig(kafka_broker.bootstrap, topic_prefix=topic_prefix))
-    collector = Collector(feed)
-    collector.thread.start()
-    collector.wait_for(len(written))
+    _, feed, collector = reading(kafka_broker, topic_prefix, devices, 500)
     os.kill(feed.pid, signal.SIGKILL)
     collector.thread.join(20)
     assert not collector.thread.is_alive()
