@@ -50,12 +50,13 @@ class _Timer:
 class _Clock:
     """A device's event time and its pending deadlines."""
 
-    __slots__ = ("now", "text", "heap", "due")
+    __slots__ = ("now", "text", "heap", "due", "cancelled")
 
     def __init__(self) -> None:
         self.now = float("-inf")
         self.text: Any = None
         self.heap: list[tuple[float, int, _Timer]] = []
+        self.cancelled = 0  # cancelled timers still in the heap
         self.due = ""  # the next deadline's second as `YYYY-MM-DDTHH:MM:SS` (UTC)
 
     def update_due(self) -> None:
@@ -94,7 +95,7 @@ class _Live:
 
     __slots__ = ("id", "point", "level", "priority", "message", "value", "activated_at", "activated_epoch",
                  "activation", "active", "cleared_at", "ack", "shelved", "out_of_service", "retired",
-                 "chattering", "stale", "escalated", "wall", "native_code")
+                 "chattering", "stale", "escalated", "wall", "native_code", "age_checks")
 
     def __init__(self, alarm_id_: str, point: _Point, level: str, priority: str, message: str, value: Any,
                  activated_at: str, activated_epoch: float, activation: str, native_code: str, wall: bool) -> None:
@@ -112,6 +113,8 @@ class _Live:
         self.stale = False
         self.escalated = False
         self.wall = wall
+        # The escalation and stale deadlines of an active alarm (cancelled when it clears).
+        self.age_checks: tuple[_Timer, ...] = ()
 
     def is_normal(self) -> bool:
         return self.retired or (not self.active and self.ack is not None and not self.out_of_service)
@@ -613,6 +616,25 @@ class AlarmEngine:
         self._timed[device.uuid] = clock
         return timer
 
+    def _cancel(self, device: _Device, timer: _Timer) -> None:
+        """A deadline that no longer matters: its action (and what it holds) is let go at once,
+        and the heap is rebuilt without cancelled entries once they are half of it, so an
+        alarm that cleared is not kept for the day its stale check would have waited."""
+        if not timer.live:
+            return
+        timer.live = False
+        timer.action = None
+        clock = device.clock
+        clock.cancelled += 1
+        if clock.cancelled > 32 and 2 * clock.cancelled > len(clock.heap):
+            # In place: `_fire` may be popping from this very list (an off-delay that clears).
+            clock.heap[:] = [entry for entry in clock.heap if entry[2].live]
+            heapq.heapify(clock.heap)
+            clock.cancelled = 0
+            clock.update_due()
+            if not clock.heap:
+                self._timed.pop(device.uuid, None)
+
     def _fire(self, device_uuid: str, clock: _Clock, moment: float) -> None:
         heap = clock.heap
         while heap and heap[0][0] <= moment:
@@ -620,6 +642,8 @@ class AlarmEngine:
             if timer.live:
                 timer.live = False
                 timer.action(deadline)
+            elif timer.action is None and clock.cancelled:
+                clock.cancelled -= 1
         clock.update_due()
         if not heap:
             self._timed.pop(device_uuid, None)
@@ -770,9 +794,13 @@ class AlarmEngine:
     def _schedule_age_checks(self, live: _Live) -> None:
         device = live.point.device
         rule = live.point.rule
+        checks = []
         if rule.escalate is not None and rule.escalate.after > 0:
-            self._schedule(device, live.activated_epoch + rule.escalate.after, lambda at, live=live: self._escalate(live, at))
-        self._schedule(device, live.activated_epoch + self.settings.stale_seconds, lambda at, live=live: self._mark_stale(live, at))
+            checks.append(self._schedule(device, live.activated_epoch + rule.escalate.after,
+                                         lambda at, live=live: self._escalate(live, at)))
+        checks.append(self._schedule(device, live.activated_epoch + self.settings.stale_seconds,
+                                     lambda at, live=live: self._mark_stale(live, at)))
+        live.age_checks = tuple(checks)
 
     def _escalate(self, live: _Live, at: float) -> None:
         escalation = live.point.rule.escalate
@@ -817,6 +845,10 @@ class AlarmEngine:
         if not live.active:
             return
         live.active = False
+        # Both age checks act only on an active alarm.
+        for timer in live.age_checks:
+            self._cancel(point.device, timer)
+        live.age_checks = ()
         live.cleared_at = _text(at_text)
         if live.is_normal() and live in point.open:
             point.open.remove(live)

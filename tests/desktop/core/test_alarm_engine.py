@@ -303,3 +303,37 @@ def test_a_full_registry_forgets_normal_alarms_and_keeps_every_open_one(mazak03,
     assert len(held & set(ids)) < len(ids)
     for device_uuid in {a.device_uuid for a in engine.alarms()}:
         assert len(engine.device_alarm_states(device_uuid)) == sum(a.device_uuid == device_uuid for a in engine.alarms())
+
+
+def test_an_alarm_that_cleared_and_was_acknowledged_is_not_held_for_its_day_long_stale_check(mazak03, monkeypatch):
+    # A machine whose fault comes and goes all shift long, acknowledged each time: once the
+    # registry forgets those alarms (normal ones first, past its limit), nothing may still
+    # hold them - not the stale check that would have waited 24 h.
+    import gc
+    from datetime import datetime, timezone
+
+    from desktop.core.alarms import engine as engine_module
+    from desktop.core.alarms.engine import _Live
+
+    monkeypatch.setattr(engine_module, "_REGISTRY_LIMIT", 100)
+    fault = next(o for o in mazak03 if o.get("native_code") == "791")
+    normal = next(n for n in mazak03 if n["sequence"] > fault["sequence"] and n["data_item_id"] == fault["data_item_id"])
+    engine = AlarmEngine()
+    base = parse_timestamp(fault["timestamp"])
+
+    def at(observation, seconds: float, sequence: int) -> dict:
+        moment = base + seconds
+        stamp = datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        return dict(observation, timestamp=stamp, sequence=sequence)
+
+    def live_alarms() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if type(o) is _Live)
+
+    held_before = live_alarms()
+    for cycle in range(500):
+        [raised_event] = raised(engine.process([at(fault, 60 * cycle, 10 * cycle + 1)], now=float(cycle)))
+        engine.process([at(normal, 60 * cycle + 20, 10 * cycle + 2)], now=float(cycle))
+        engine.acknowledge(raised_event.alarm.alarm_id, by="ana", now=float(cycle))
+    assert engine.counts()["standing"] == 0
+    assert live_alarms() - held_before <= 150, "cleared, acknowledged alarms are still held"
